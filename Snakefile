@@ -1,0 +1,18 @@
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/store.smk"
+
+
+rule all:
+    input:
+        stores=expand(store_path("{featureset}"), featureset=plan.feature_sets),
+    default_target: True

@@ -1,0 +1,245 @@
+"""Feature parameters and the spectrogram front end.
+
+Two kinds of features exist:
+
+``logmel``
+    librosa's ``melspectrogram`` followed by ``power_to_db``. The STFT framing is
+    librosa's (``center``, ``pad_mode``, periodic window padded to ``n_fft``),
+    done here with numpy so that extraction jobs need not import librosa
+    (2-6 s per process). The window and the mel filter bank come from librosa
+    once per feature set, through :class:`Frontend`.
+``logspec``
+    ``scipy.signal.spectrogram`` (PSD scaling, constant detrend, one-sided)
+    followed by ``log(spec + amin)``: the seed's second recipe.
+
+Features are float32 arrays of shape (n_bins, n_frames): mel bands or FFT bins
+by frames.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from melstore.audio import fix_length, resample
+from melstore.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """Every parameter of a feature set, all explicit (librosa defaults drift)."""
+
+    kind: str
+    sr: int
+    duration: float | None
+    res_type: str
+    n_fft: int
+    win_length: int
+    hop_length: int
+    window: str
+    center: bool
+    pad_mode: str
+    n_mels: int | None
+    fmin: float | None
+    fmax: float | None
+    htk: bool | None
+    norm: str | None
+    power: float
+    ref: str | float | None
+    amin: float
+    top_db: float | None
+
+    @classmethod
+    def from_dict(cls, values: dict) -> FeatureParams:
+        """Build from a mapping holding exactly the field names."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        missing = sorted(names - set(values))
+        if unknown or missing:
+            raise ConfigError(f"feature parameters: unknown {unknown}, missing {missing}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        """The parameters as builtin literals (Snakemake compares params by repr)."""
+        return asdict(self)
+
+    def to_json(self) -> str:
+        """Canonical JSON, as stored in the store's attributes."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @property
+    def n_samples(self) -> int | None:
+        """Samples per clip after trimming or padding; None for variable length."""
+        return None if self.duration is None else round(self.duration * self.sr)
+
+    @property
+    def n_bins(self) -> int:
+        """Rows of a feature matrix: mel bands, or FFT bins for ``logspec``."""
+        return self.n_mels if self.kind == "logmel" else self.n_fft // 2 + 1
+
+    def frames_for(self, n_samples: int) -> int:
+        """Frames this feature set produces for a signal of ``n_samples``."""
+        if self.center:
+            return 1 + n_samples // self.hop_length
+        return 1 + (max(n_samples, self.n_fft) - self.n_fft) // self.hop_length
+
+    @property
+    def n_frames(self) -> int | None:
+        """Frames per clip for fixed-length sets; None for variable length."""
+        return None if self.n_samples is None else self.frames_for(self.n_samples)
+
+    def frame_times(self, n_frames: int) -> np.ndarray:
+        """Time in seconds of the centre of each frame."""
+        offset = 0 if self.center else self.n_fft // 2
+        return (np.arange(n_frames) * self.hop_length + offset) / self.sr
+
+
+@dataclass(frozen=True)
+class ClipFeatures:
+    """The features of one clip and what is needed to interpret them."""
+
+    features: np.ndarray
+    n_samples_valid: int
+    n_frames_valid: int
+    peak_db: float
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """The per-feature-set constants: window, filter bank and frequency axis.
+
+    Build it with librosa once per feature set (:meth:`build`), save it, and
+    load it in every extraction job (:meth:`load`).
+    """
+
+    params: FeatureParams
+    window: np.ndarray
+    filterbank: np.ndarray | None
+    frequencies: np.ndarray
+
+    @classmethod
+    def build(cls, params: FeatureParams) -> Frontend:
+        """Compute the window and mel filter bank with librosa."""
+        import librosa
+
+        window = librosa.filters.get_window(params.window, params.win_length, fftbins=True)
+        window = librosa.util.pad_center(window, size=params.n_fft)
+        if params.kind == "logspec":
+            return cls(params, window, None, np.fft.rfftfreq(params.n_fft, 1 / params.sr))
+        filterbank = librosa.filters.mel(
+            sr=params.sr,
+            n_fft=params.n_fft,
+            n_mels=params.n_mels,
+            fmin=params.fmin,
+            fmax=params.fmax,
+            htk=params.htk,
+            norm=params.norm,
+            dtype=np.float32,
+        )
+        centres = librosa.mel_frequencies(
+            n_mels=params.n_mels + 2, fmin=params.fmin, fmax=params.fmax, htk=params.htk
+        )[1:-1]
+        return cls(params, window, filterbank, centres)
+
+    def save(self, path: str | Path) -> None:
+        """Write to an ``.npz`` file (the caller handles atomic replacement)."""
+        arrays = {"window": self.window, "frequencies": self.frequencies}
+        if self.filterbank is not None:
+            arrays["filterbank"] = self.filterbank
+        with open(path, "wb") as handle:
+            np.savez(handle, params=np.array(self.params.to_json()), **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path, params: FeatureParams) -> Frontend:
+        """Read a saved front end, checking it was built for ``params``."""
+        with np.load(path) as saved:
+            if str(saved["params"]) != params.to_json():
+                raise ConfigError(f"{path}: front end was built for other parameters")
+            filterbank = saved["filterbank"] if "filterbank" in saved else None
+            return cls(params, saved["window"], filterbank, saved["frequencies"])
+
+
+class FeatureExtractor:
+    """Turn decoded mono audio into the features of one feature set.
+
+    Parameters
+    ----------
+    frontend : Frontend
+        Window and filter bank for the feature set.
+
+    Notes
+    -----
+    Digital silence (no power above ``amin``) with ``ref='max'`` would come out
+    as 0 dB everywhere, identical to a peak. Such clips are stored at the floor
+    instead: ``-top_db`` dB, or ``10*log10(amin)`` dB when ``top_db`` is None.
+    """
+
+    def __init__(self, frontend: Frontend):
+        self.frontend = frontend
+        self.params = frontend.params
+
+    def __call__(self, y: np.ndarray, *, sr: int) -> ClipFeatures:
+        """Resample, trim or pad, and compute the features of one clip.
+
+        Parameters
+        ----------
+        y : np.ndarray
+            Mono float32 audio at its native rate.
+        sr : int
+            Native sample rate of ``y``.
+        """
+        p = self.params
+        y = resample(y, orig_sr=sr, target_sr=p.sr, res_type=p.res_type)
+        n_valid = len(y)
+        if p.n_samples is not None:
+            y = fix_length(y, p.n_samples)
+        power = self.power_spectrogram(y)
+        peak = float(power.max())
+        features = self.to_log(power, peak=peak)
+        n_frames_valid = min(p.frames_for(n_valid), features.shape[1])
+        peak_db = 10.0 * math.log10(max(p.amin, peak))
+        return ClipFeatures(features, n_valid, n_frames_valid, peak_db)
+
+    def power_spectrogram(self, y: np.ndarray) -> np.ndarray:
+        """Mel power (``logmel``) or PSD (``logspec``), float32 (n_bins, n_frames)."""
+        p = self.params
+        if p.kind == "logspec":
+            from scipy.signal import spectrogram
+
+            y = fix_length(y, max(len(y), p.n_fft))
+            _, _, spec = spectrogram(
+                y, fs=p.sr, window=p.window, nperseg=p.n_fft, noverlap=p.n_fft - p.hop_length
+            )
+            return spec.astype(np.float32)
+        if p.center:
+            y = np.pad(y, p.n_fft // 2, mode=p.pad_mode)
+        else:
+            y = fix_length(y, max(len(y), p.n_fft))
+        frames = np.lib.stride_tricks.sliding_window_view(y, p.n_fft)[:: p.hop_length]
+        # librosa multiplies by a float64 window, so its FFT runs in float64
+        spectrum = np.fft.rfft(frames * self.frontend.window, axis=-1).astype(np.complex64)
+        magnitude = np.abs(spectrum) ** p.power
+        return (self.frontend.filterbank @ magnitude.T).astype(np.float32, copy=False)
+
+    def to_log(self, power: np.ndarray, *, peak: float) -> np.ndarray:
+        """Log-scale a power spectrogram as the feature set says."""
+        p = self.params
+        if p.kind == "logspec":
+            return np.log(power + np.float32(p.amin))
+        silent = peak <= p.amin
+        if p.ref == "max":
+            if silent:
+                floor = -p.top_db if p.top_db is not None else 10.0 * math.log10(p.amin)
+                return np.full(power.shape, floor, dtype=np.float32)
+            ref = peak
+        else:
+            ref = abs(float(p.ref))
+        db = 10.0 * np.log10(np.maximum(np.float32(p.amin), power))
+        db -= np.float32(10.0 * math.log10(max(p.amin, ref)))
+        if p.top_db is not None:
+            db = np.maximum(db, db.max() - np.float32(p.top_db))
+        return db.astype(np.float32, copy=False)

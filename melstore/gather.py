@@ -1,0 +1,147 @@
+"""Gather shard files into the final store, in manifest order, with bounded memory."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from melstore.errors import MelstoreError
+from melstore.extract import COMPUTED_COLUMNS, axes
+from melstore.features import FeatureParams, Frontend
+from melstore.manifest import Manifest
+from melstore.store import FAILURE_COLUMNS, StoreWriter, read_table
+
+log = logging.getLogger("melstore")
+
+
+def gather_store(
+    *,
+    manifest: Manifest,
+    shard_paths: Sequence[str | Path],
+    out_path: str | Path,
+    dataset: str,
+    feature_set: str,
+    params: dict,
+    frontend_path: str | Path,
+) -> str:
+    """Stream every clip of ``manifest`` from its shard into one store.
+
+    Rows follow the manifest order, never the shard order, so the store is the
+    same for any shard size or core count. Only one clip's features are held
+    in memory at a time.
+
+    Returns
+    -------
+    str
+        A one-line summary of the store.
+
+    Raises
+    ------
+    MelstoreError
+        If a clip is in no shard, or shards disagree on library versions.
+    """
+    p = FeatureParams.from_dict(params)
+    index, computed, failed, versions = _index_shards(shard_paths)
+    stored_rows, failure_rows = [], []
+    with (
+        StoreWriter(out_path, n_bins=p.n_bins, n_frames=p.n_frames) as writer,
+        _OpenShards() as shards,
+    ):
+        for row, clip_id in enumerate(manifest.table["clip_id"]):
+            if clip_id in index:
+                shard_path, shard_row = index[clip_id]
+                writer.append(_read_clip(shards.get(shard_path), shard_row, computed[shard_path]))
+                stored_rows.append(row)
+            elif clip_id in failed:
+                failure_rows.append(failed[clip_id])
+            else:
+                raise MelstoreError(f"clip {clip_id!r} is in no shard; rerun the workflow")
+        metadata = _metadata(manifest, stored_rows, computed)
+        failures = pd.DataFrame(failure_rows, columns=FAILURE_COLUMNS)
+        frontend = Frontend.load(frontend_path, p)
+        writer.finish(
+            metadata=metadata,
+            failures=failures,
+            attrs={
+                "dataset": dataset,
+                "feature_set": feature_set,
+                "params": p.to_dict(),
+                "versions": versions,
+            },
+            axes=axes(frontend, n_frames=p.n_frames or max(writer.frame_counts, default=0)),
+        )
+    shape = (len(metadata), p.n_bins, p.n_frames or "variable")
+    return (
+        f"{out_path}: {len(metadata)} clips, {len(failures)} of {len(manifest)} files failed, "
+        f"features {shape} float32"
+    )
+
+
+def _index_shards(shard_paths):
+    """Map each clip id to its shard and row, and read the shards' small tables."""
+    index, computed, failed, versions = {}, {}, {}, None
+    for shard_path in map(str, shard_paths):
+        table = read_table(shard_path, "metadata")
+        computed[shard_path] = table
+        index.update((clip_id, (shard_path, i)) for i, clip_id in enumerate(table["clip_id"]))
+        for record in read_table(shard_path, "failures").itertuples(index=False):
+            failed[record.clip_id] = tuple(record)
+        with h5py.File(shard_path, "r") as shard:
+            shard_versions = json.loads(shard.attrs["versions"])
+        if versions is not None and shard_versions != versions:
+            raise MelstoreError(
+                f"{shard_path} was built with other library versions than the other shards; "
+                "rebuild them all with: snakemake --forcerun extract"
+            )
+        versions = shard_versions
+    return index, computed, failed, versions or {}
+
+
+def _read_clip(shard: h5py.File, row: int, table: pd.DataFrame) -> np.ndarray:
+    features = shard["features"]
+    if features.ndim == 3:
+        return features[row]
+    start = int(table["frame_offset"].iat[row])
+    return features[:, start : start + int(table["n_frames"].iat[row])]
+
+
+def _metadata(manifest: Manifest, stored_rows: list[int], computed: dict) -> pd.DataFrame:
+    """Manifest columns of the stored clips, then what their shards computed."""
+    keep = ["clip_id", "path", *manifest.csv_columns]
+    table = manifest.table.iloc[stored_rows][keep].reset_index(drop=True)
+    if not stored_rows:
+        return table.assign(**{column: [] for column in COMPUTED_COLUMNS})
+    by_id = pd.concat(computed.values(), ignore_index=True).set_index("clip_id")
+    computed_part = by_id.loc[table["clip_id"], COMPUTED_COLUMNS].reset_index(drop=True)
+    return pd.concat([table, computed_part], axis=1)
+
+
+class _OpenShards:
+    """Keep recently used shard files open (shard_size=1 means thousands of them)."""
+
+    def __init__(self, max_open: int = 128):
+        self.max_open = max_open
+        self.files: OrderedDict[str, h5py.File] = OrderedDict()
+
+    def get(self, path: str) -> h5py.File:
+        if path in self.files:
+            self.files.move_to_end(path)
+        else:
+            if len(self.files) >= self.max_open:
+                self.files.popitem(last=False)[1].close()
+            self.files[path] = h5py.File(path, "r")
+        return self.files[path]
+
+    def __enter__(self) -> _OpenShards:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.files.values():
+            handle.close()

@@ -1,0 +1,36 @@
+"""What every Snakemake ``script:`` adapter does around the work it wires up."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import contextmanager
+
+from melstore.errors import MelstoreError
+from melstore.threads import pin_threads
+
+
+@contextmanager
+def snakemake_job(snakemake):
+    """Pin threads, log to the rule's log file, and turn expected errors into one line.
+
+    Must be entered before numpy is imported. A :class:`MelstoreError` (bad
+    input, bad configuration) ends the job with its one-line message and no
+    traceback; anything else is a bug and keeps its traceback.
+    """
+    pin_threads(snakemake.threads)
+    handler = (
+        logging.FileHandler(snakemake.log[0], mode="w")
+        if snakemake.log
+        else logging.StreamHandler()
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("melstore")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield logger
+    except MelstoreError as err:
+        logger.error("%s", err)
+        print(f"melstore: {err}", file=sys.stderr)
+        sys.exit(1)

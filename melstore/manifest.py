@@ -1,0 +1,209 @@
+"""Dataset layouts: list a dataset's clips and their metadata without decoding audio.
+
+A manifest is a table with one row per clip, in a deterministic order:
+
+``clip_id``
+    A stable identifier: the file stem for UrbanSound8K and ESC-50, the path
+    relative to the root for folders.
+``path``
+    Path relative to the dataset root, with forward slashes.
+``problem``
+    Empty, or the reason the file cannot even be opened (missing, or outside
+    the root). Such rows end up in the store's failures table.
+the CSV columns
+    Every column of the dataset's own CSV, as read by pandas.
+
+UrbanSound8K and ESC-50 are driven by their CSV: its row order is the manifest
+order, and audio files the CSV does not name are reported as ``unlisted`` and
+left out. Folders are driven by the files: sorted paths, label = parent folder,
+and an optional CSV with a ``path`` column joined in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+
+from melstore.errors import ConfigError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+LAYOUTS = ("urbansound8k", "esc50", "folder")
+
+# Columns melstore writes itself; a dataset CSV may not use these names.
+RESERVED_COLUMNS = (
+    "clip_id",
+    "path",
+    "problem",
+    "native_sr",
+    "native_channels",
+    "native_format",
+    "native_subtype",
+    "native_duration",
+    "n_samples_valid",
+    "n_frames_valid",
+    "peak_db",
+    "source_sha256",
+    "frame_offset",
+    "n_frames",
+)
+ESCAPES_ROOT = "path escapes the dataset root"
+NOT_FOUND = "file not found"
+# Where each layout keeps its own metadata CSV, relative to the root.
+LAYOUT_CSV = {"urbansound8k": "metadata/UrbanSound8K.csv", "esc50": "meta/esc50.csv"}
+
+
+@dataclass
+class Manifest:
+    """The clips of a dataset, in order, with their CSV metadata."""
+
+    table: pd.DataFrame
+    csv_columns: list[str]
+    unlisted: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def digest(self) -> str:
+        """sha256 of the table: changes whenever a clip, path or CSV value does."""
+        return hashlib.sha256(self.table.to_csv(index=False).encode()).hexdigest()
+
+
+def build_manifest(root: str | Path, layout: str, metadata: str | Path | None = None) -> Manifest:
+    """List the clips of a dataset on disk.
+
+    Parameters
+    ----------
+    root : str or Path
+        The dataset folder. It is only read.
+    layout : {'urbansound8k', 'esc50', 'folder'}
+        How the folder is organised.
+    metadata : str or Path, optional
+        A CSV replacing the layout's own (for ``folder``: an optional CSV with
+        a ``path`` column, relative to ``root``).
+
+    Raises
+    ------
+    ConfigError
+        If the root or the CSV is missing, the CSV lacks a required column or
+        uses a reserved one, or two rows share a clip id.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"config key 'dataset.root': {root} is not a directory")
+    if layout not in LAYOUTS:
+        raise ConfigError(f"config key 'dataset.layout': {layout!r}; choose one of {LAYOUTS}")
+    csv_path = metadata_csv(root, layout, metadata)
+    csv = None if csv_path is None else read_csv(csv_path)
+    return manifest_from_listing(layout, csv=csv, files=scan_audio(root))
+
+
+def metadata_csv(root: str | Path, layout: str, metadata: str | Path | None) -> Path | None:
+    """The CSV a dataset's manifest is read from: ``metadata``, or the layout's own."""
+    if metadata is not None:
+        return Path(metadata)
+    return Path(root) / LAYOUT_CSV[layout] if layout in LAYOUT_CSV else None
+
+
+def read_csv(path: str | Path) -> pd.DataFrame:
+    """Read a metadata CSV, naming the file in any error."""
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        raise ConfigError(f"metadata CSV not found: {path}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"metadata CSV {path} is not readable: {first_line}") from None
+
+
+def scan_audio(root: Path) -> dict[str, str]:
+    """Find audio files below ``root`` by extension.
+
+    Returns a mapping from relative posix path to a problem ("" when fine).
+    Hidden files (``.``-prefixed, e.g. macOS ``._x.wav``) are skipped; symlinked
+    folders are not followed, and symlinked files pointing outside the root
+    are flagged.
+    """
+    real_root = os.path.realpath(root)
+    found = {}
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            if name.startswith(".") or not name.lower().endswith(AUDIO_EXTENSIONS):
+                continue
+            full = os.path.join(folder, name)
+            rel = PurePosixPath(Path(os.path.relpath(full, root))).as_posix()
+            inside = os.path.commonpath([real_root, os.path.realpath(full)]) == real_root
+            found[rel] = "" if inside else ESCAPES_ROOT
+    return found
+
+
+def manifest_from_listing(
+    layout: str, *, csv: pd.DataFrame | None, files: dict[str, str]
+) -> Manifest:
+    """Build a manifest from a CSV and a file listing (see :func:`scan_audio`)."""
+    if layout == "folder":
+        return _folder(csv, files)
+    name_column = {"urbansound8k": "slice_file_name", "esc50": "filename"}[layout]
+    required = [name_column, "fold"] if layout == "urbansound8k" else [name_column]
+    _check_columns(csv, required)
+    names = csv[name_column].astype(str)
+    if layout == "urbansound8k":
+        paths = "audio/fold" + csv["fold"].astype(str) + "/" + names
+    else:
+        paths = "audio/" + names
+    table = pd.DataFrame({"clip_id": names.map(lambda n: PurePosixPath(n).stem), "path": paths})
+    table["problem"] = [_problem(p, files) for p in table["path"]]
+    table = pd.concat([table, csv.reset_index(drop=True)], axis=1)
+    _check_unique(table["clip_id"])
+    unlisted = sorted(set(files) - set(table["path"]))
+    return Manifest(table=table, csv_columns=list(csv.columns), unlisted=unlisted)
+
+
+def _folder(csv: pd.DataFrame | None, files: dict[str, str]) -> Manifest:
+    table = pd.DataFrame({"path": sorted(files)})
+    table["label"] = [PurePosixPath(p).parent.name for p in table["path"]]
+    csv_columns = ["label"]
+    if csv is not None:
+        _check_columns(csv, ["path"])
+        csv = csv.assign(path=csv["path"].astype(str))
+        _check_unique(csv["path"], what="path in the metadata CSV")
+        table = table.merge(csv, on="path", how="outer", suffixes=("_folder", ""))
+        if "label_folder" in table:  # the CSV's own label wins over the folder name
+            table = table.drop(columns="label_folder")
+        table = table.sort_values("path", kind="stable").reset_index(drop=True)
+        csv_columns = ["label"] + [c for c in csv.columns if c not in ("path", "label")]
+    table.insert(0, "clip_id", table["path"])
+    table.insert(2, "problem", [_problem(p, files) for p in table["path"]])
+    table = table[["clip_id", "path", "problem", *csv_columns]]
+    return Manifest(table=table, csv_columns=csv_columns)
+
+
+def _problem(path: str, files: dict[str, str]) -> str:
+    """Why a listed path cannot be processed, or ``""``."""
+    parts = PurePosixPath(path).parts
+    if PurePosixPath(path).is_absolute() or ".." in parts:
+        return ESCAPES_ROOT
+    return files.get(path, NOT_FOUND)
+
+
+def _check_columns(csv: pd.DataFrame, required: list[str]) -> None:
+    missing = [c for c in required if c not in csv.columns]
+    if missing:
+        raise ConfigError(f"metadata CSV lacks the column(s) {', '.join(missing)}")
+    clashes = [c for c in csv.columns if c in RESERVED_COLUMNS and c != "path"]
+    if clashes:
+        raise ConfigError(
+            f"metadata CSV uses column name(s) reserved by melstore: {', '.join(clashes)}"
+        )
+
+
+def _check_unique(ids: pd.Series, what: str = "clip id") -> None:
+    duplicated = ids[ids.duplicated()]
+    if len(duplicated):
+        raise ConfigError(
+            f"duplicate {what} {duplicated.iloc[0]!r} ({len(duplicated)} duplicates in all)"
+        )

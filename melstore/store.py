@@ -1,0 +1,201 @@
+"""The HDF5 feature store: layout, atomic writing, and plain readers.
+
+Layout of a store (``LAYOUT_VERSION`` 1)::
+
+    /features             float32 (N, n_bins, n_frames), one clip per chunk
+                          or, for variable length (duration: null),
+                          float32 (n_bins, total_frames), clips concatenated
+                          along time; metadata/frame_offset and
+                          metadata/n_frames locate clip i
+    /metadata/<column>    one dataset per column, N rows in feature order;
+                          strings are UTF-8; the column order is in the
+                          group's ``columns`` attribute
+    /failures/<column>    clip_id, path, reason: one row per file that
+                          could not be processed
+    /axes/frequency       Hz of each row (mel centre or FFT bin frequency)
+    /axes/time            seconds of each frame centre
+    attributes            format, layout_version, dataset, feature_set,
+                          params (JSON), versions (JSON), n_clips, n_failures,
+                          features_layout ("fixed" or "concatenated")
+
+Files are written to a temporary name beside the target and renamed into
+place, so a reader never sees a partial store. Nothing in the file depends on
+time, host or completion order: the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from melstore.errors import MelstoreError
+
+FORMAT = "melstore"
+LAYOUT_VERSION = 1
+FAILURE_COLUMNS = ["clip_id", "path", "reason"]
+_STRING = h5py.string_dtype("utf-8")
+_VERSIONED = ("melstore", "librosa", "numpy", "scipy", "soundfile", "soxr", "h5py", "pandas")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape the features, without importing them."""
+    import soundfile
+
+    versions = {name: importlib_metadata.version(name) for name in _VERSIONED}
+    versions["libsndfile"] = soundfile.__libsndfile_version__
+    versions["hdf5"] = h5py.version.hdf5_version
+    return versions
+
+
+class StoreWriter:
+    """Write a store: stream features in, then the tables, then rename into place.
+
+    Parameters
+    ----------
+    path : str or Path
+        Final location of the store.
+    n_bins : int
+        Rows of each feature matrix.
+    n_frames : int or None
+        Frames of each clip, or None for variable-length clips.
+
+    Examples
+    --------
+    >>> with StoreWriter("x.h5", n_bins=128, n_frames=130) as writer:
+    ...     writer.append(features)
+    ...     writer.finish(metadata=table, failures=failed, attrs={...}, axes={...})
+    """
+
+    def __init__(self, path: str | Path, *, n_bins: int, n_frames: int | None):
+        self.path = Path(path)
+        self.tmp_path = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        self.n_frames = n_frames
+        self.frame_counts: list[int] = []
+        self._file = h5py.File(self.tmp_path, "w", track_order=False)
+        if n_frames is None:
+            self._features = self._file.create_dataset(
+                "features",
+                shape=(n_bins, 0),
+                maxshape=(n_bins, None),
+                chunks=(n_bins, 256),
+                dtype=np.float32,
+            )
+        else:
+            self._features = self._file.create_dataset(
+                "features",
+                shape=(0, n_bins, n_frames),
+                maxshape=(None, n_bins, n_frames),
+                chunks=(1, n_bins, n_frames),
+                dtype=np.float32,
+            )
+        self._finished = False
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._file.close()
+        if exc_type is None and self._finished:
+            os.replace(self.tmp_path, self.path)
+        else:
+            self.tmp_path.unlink(missing_ok=True)
+
+    def append(self, features: np.ndarray) -> None:
+        """Add the next clip's features, shape (n_bins, n_frames)."""
+        dataset = self._features
+        if self.n_frames is None:
+            start = dataset.shape[1]
+            dataset.resize(start + features.shape[1], axis=1)
+            dataset[:, start:] = features
+        else:
+            dataset.resize(dataset.shape[0] + 1, axis=0)
+            dataset[-1] = features
+        self.frame_counts.append(features.shape[1])
+
+    def finish(
+        self,
+        *,
+        metadata: pd.DataFrame,
+        failures: pd.DataFrame,
+        attrs: dict,
+        axes: dict[str, np.ndarray],
+    ) -> None:
+        """Write the tables, axes and attributes; the store is renamed on exit.
+
+        ``metadata`` has one row per appended clip, in the same order.
+        Dict values of ``attrs`` are stored as JSON.
+        """
+        if len(metadata) != len(self.frame_counts):
+            raise MelstoreError(
+                f"{self.path}: {len(metadata)} metadata rows for {len(self.frame_counts)} clips"
+            )
+        if self.n_frames is None:
+            counts = np.asarray(self.frame_counts, dtype=np.int64)
+            metadata = metadata.assign(
+                frame_offset=np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64),
+                n_frames=counts,
+            )
+        _write_table(self._file.create_group("metadata"), metadata)
+        _write_table(self._file.create_group("failures"), failures[FAILURE_COLUMNS])
+        axes_group = self._file.create_group("axes")
+        for name, values in axes.items():
+            axes_group.create_dataset(name, data=np.asarray(values, dtype=np.float64))
+        all_attrs = {
+            "format": FORMAT,
+            "layout_version": LAYOUT_VERSION,
+            "features_layout": "concatenated" if self.n_frames is None else "fixed",
+            "n_clips": len(metadata),
+            "n_failures": len(failures),
+            **attrs,
+        }
+        for key, value in all_attrs.items():
+            self._file.attrs[key] = (
+                json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
+            )
+        self._finished = True
+
+
+def _write_table(group: h5py.Group, table: pd.DataFrame) -> None:
+    """One dataset per column; strings as UTF-8 with missing values as ''."""
+    group.attrs["columns"] = json.dumps([str(c) for c in table.columns])
+    for column in table.columns:
+        values = table[column]
+        if pd.api.types.is_bool_dtype(values):
+            data = values.to_numpy(dtype=bool)
+        elif pd.api.types.is_integer_dtype(values):
+            data = values.to_numpy(dtype=np.int64)
+        elif pd.api.types.is_float_dtype(values):
+            data = values.to_numpy(dtype=np.float64)
+        else:
+            data = np.array(["" if pd.isna(v) else str(v) for v in values], dtype=_STRING)
+        group.create_dataset(str(column), data=data, dtype=data.dtype)
+
+
+def read_table(path: str | Path, group: str = "metadata") -> pd.DataFrame:
+    """Read ``metadata`` or ``failures`` of a store as a DataFrame, in stored order."""
+    with h5py.File(path, "r") as store:
+        check_store(store, path)
+        node = store[group]
+        columns = json.loads(node.attrs["columns"])
+        data = {}
+        for column in columns:
+            dataset = node[column]
+            data[column] = dataset.asstr()[()] if dataset.dtype.kind == "O" else dataset[()]
+        return pd.DataFrame(data, columns=columns)
+
+
+def check_store(store: h5py.File, path: str | Path) -> None:
+    """Refuse files that are not melstore stores of a layout this code reads."""
+    if store.attrs.get("format") != FORMAT:
+        raise MelstoreError(f"{path} is not a melstore feature store")
+    version = int(store.attrs.get("layout_version", -1))
+    if version != LAYOUT_VERSION:
+        raise MelstoreError(
+            f"{path} has store layout version {version}; this melstore reads {LAYOUT_VERSION}"
+        )

@@ -1,0 +1,98 @@
+"""What the Snakefile knows at parse time: the checked config, manifest and shards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from melstore import demo
+from melstore.config import validate_config
+from melstore.features import FeatureParams
+from melstore.manifest import Manifest, build_manifest, manifest_from_listing, metadata_csv
+from melstore.presets import resolve_feature_set
+from melstore.shards import assign_shards
+
+GENERATORS = {"demo": demo}
+
+
+@dataclass
+class Plan:
+    """The checked configuration of one run and everything derived from it.
+
+    Attributes
+    ----------
+    dataset : str
+        ``dataset.name``; outputs go below ``results/<dataset>/``.
+    root : Path
+        The dataset folder.
+    manifest : Manifest
+        Every clip, in store order.
+    feature_sets : dict
+        Name to :class:`FeatureParams`, for each entry of ``features``.
+    shards : dict
+        Shard name to manifest rows (shared by all feature sets).
+    """
+
+    config: dict
+    dataset: str
+    root: Path
+    manifest: Manifest
+    feature_sets: dict[str, FeatureParams]
+    shards: dict[str, list[int]]
+
+    @classmethod
+    def from_config(cls, config: dict, *, schema_path: str | Path) -> Plan:
+        """Validate ``config``, resolve its feature sets and list the dataset.
+
+        Raises
+        ------
+        ConfigError
+            For the first problem found, naming the config key or file.
+        """
+        validate_config(config, schema_path)
+        dataset = config["dataset"]
+        feature_sets = {
+            name: resolve_feature_set(name, config["feature_sets"]) for name in config["features"]
+        }
+        manifest = load_manifest(dataset)
+        shards = assign_shards(list(manifest.table["clip_id"]), config["shard_size"])
+        return cls(config, dataset["name"], Path(dataset["root"]), manifest, feature_sets, shards)
+
+    def shard_entries(self, shard: str) -> list[list[str]]:
+        """(clip_id, path, problem) of each clip in ``shard``, as plain lists."""
+        table = self.manifest.table
+        rows = table.iloc[self.shards[shard]]
+        return rows[["clip_id", "path", "problem"]].values.tolist()
+
+    def shard_audio(self, shard: str) -> list[str]:
+        """The audio files a shard reads: the inputs that make it rerun."""
+        return [
+            str(self.root / path) for _, path, problem in self.shard_entries(shard) if not problem
+        ]
+
+    def generated_files(self) -> list[str]:
+        """Files the dataset generator writes, or none for a real dataset."""
+        generator = GENERATORS.get(self.config["dataset"]["generate"])
+        return [] if generator is None else [str(self.root / p) for p in generator.relative_paths()]
+
+    def metadata_files(self) -> list[str]:
+        """The metadata CSV the manifest came from, if any (an input of the gather)."""
+        dataset = self.config["dataset"]
+        csv = metadata_csv(dataset["root"], dataset["layout"], dataset["metadata"])
+        return [] if csv is None else [str(csv)]
+
+
+def load_manifest(dataset: dict) -> Manifest:
+    """The manifest of the ``dataset`` config section.
+
+    A generated dataset's manifest comes from its generator's plan, so it is
+    known before the files exist; it equals what the layout reads from disk.
+    """
+    generator = GENERATORS.get(dataset["generate"])
+    if generator is None:
+        return build_manifest(dataset["root"], dataset["layout"], dataset["metadata"])
+    return manifest_from_listing(
+        dataset["layout"],
+        csv=generator.csv_table(),
+        files={path: "" for path in generator.relative_paths() if path != generator.CSV_PATH},
+    )

@@ -1,0 +1,16 @@
+"""Snakemake adapter: compute the features of one shard of one feature set."""
+
+from melstore.jobs import snakemake_job
+
+with snakemake_job(snakemake):
+    from melstore.extract import extract_shard
+
+    extract_shard(
+        entries=snakemake.params.entries,
+        root=snakemake.params.root,
+        params=snakemake.params.features,
+        frontend_path=snakemake.input.frontend,
+        out_path=snakemake.output[0],
+        feature_set=snakemake.wildcards.featureset,
+        on_error=snakemake.params.on_error,
+    )

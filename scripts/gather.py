@@ -1,0 +1,23 @@
+"""Snakemake adapter: gather the shards of one feature set into its store."""
+
+from melstore.jobs import snakemake_job
+
+with snakemake_job(snakemake) as log:
+    from melstore.errors import MelstoreError
+    from melstore.gather import gather_store
+    from melstore.workflow import load_manifest
+
+    manifest = load_manifest(snakemake.config["dataset"])
+    if manifest.digest() != snakemake.params.manifest_digest:
+        raise MelstoreError("the dataset changed while the workflow ran; run it again")
+    summary = gather_store(
+        manifest=manifest,
+        shard_paths=snakemake.input.shards,
+        out_path=snakemake.output[0],
+        dataset=snakemake.config["dataset"]["name"],
+        feature_set=snakemake.wildcards.featureset,
+        params=snakemake.params.features,
+        frontend_path=snakemake.input.frontend,
+    )
+    log.info("%s", summary)
+    print(summary)

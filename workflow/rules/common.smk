@@ -1,0 +1,27 @@
+# Parse time: validate the config, list the dataset, assign shards.
+from melstore.fingerprint import EXTRACT_MODULES, GATHER_MODULES, code_fingerprint
+from melstore.workflow import Plan
+
+
+plan = Plan.from_config(config, schema_path=workflow.source_path("../schemas/config.schema.yaml"))
+RESULTS = f"results/{plan.dataset}"
+LOGS = f"logs/{plan.dataset}"
+
+
+wildcard_constraints:
+    featureset="|".join(plan.feature_sets),
+    shard=r"s[01]*",
+
+
+def store_path(featureset):
+    return f"{RESULTS}/{featureset}.h5"
+
+
+def shard_paths(wildcards):
+    return expand(
+        f"{RESULTS}/shards/{wildcards.featureset}/{{shard}}.h5", shard=plan.shards
+    )
+
+
+def feature_params(wildcards):
+    return plan.feature_sets[wildcards.featureset].to_dict()

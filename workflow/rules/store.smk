@@ -1,0 +1,16 @@
+rule gather:
+    input:
+        shards=shard_paths,
+        frontend=rules.frontend.output[0],
+        metadata=plan.metadata_files(),
+    output:
+        f"{RESULTS}/{{featureset}}.h5",
+    params:
+        features=feature_params,
+        manifest_digest=plan.manifest.digest(),
+        code=code_fingerprint(GATHER_MODULES),
+    log:
+        f"{LOGS}/gather/{{featureset}}.log",
+    localrule: True
+    script:
+        "../../scripts/gather.py"
