@@ -13,6 +13,6 @@ include: "workflow/rules/store.smk"
 
 
 rule all:
+    default_target: True
     input:
         stores=expand(store_path("{featureset}"), featureset=plan.feature_sets),
-    default_target: True

@@ -17,18 +17,19 @@ from melstore.store import FAILURE_COLUMNS, StoreWriter, library_versions
 
 log = logging.getLogger("melstore")
 
-# Columns a shard computes for each clip, in store order.
-COMPUTED_COLUMNS = [
-    "native_sr",
-    "native_channels",
-    "native_format",
-    "native_subtype",
-    "native_duration",
-    "n_samples_valid",
-    "n_frames_valid",
-    "peak_db",
-    "source_sha256",
-]
+# Columns a shard computes for each clip, in store order, with their dtypes
+# (explicit, so that a shard whose every file failed has the same types).
+COMPUTED_COLUMNS = {
+    "native_sr": "int64",
+    "native_channels": "int64",
+    "native_format": "str",
+    "native_subtype": "str",
+    "native_duration": "float64",
+    "n_samples_valid": "int64",
+    "n_frames_valid": "int64",
+    "peak_db": "float64",
+    "source_sha256": "str",
+}
 
 
 def extract_shard(
@@ -106,7 +107,7 @@ def extract_shard(
             )
             progress.update()
         writer.finish(
-            metadata=pd.DataFrame(records, columns=["clip_id", "path", *COMPUTED_COLUMNS]),
+            metadata=computed_table(records),
             failures=pd.DataFrame(failures, columns=FAILURE_COLUMNS),
             attrs={
                 "feature_set": feature_set,
@@ -116,6 +117,14 @@ def extract_shard(
             axes=axes(frontend, n_frames=p.n_frames or max(writer.frame_counts, default=0)),
         )
     progress.done()
+
+
+def computed_table(records: Sequence[tuple]) -> pd.DataFrame:
+    """Rows of (clip_id, path, *computed columns) as a table with fixed dtypes."""
+    columns = ["clip_id", "path", *COMPUTED_COLUMNS]
+    return pd.DataFrame(records, columns=columns).astype(
+        {"clip_id": "str", "path": "str", **COMPUTED_COLUMNS}
+    )
 
 
 def axes(frontend: Frontend, *, n_frames: int) -> dict[str, np.ndarray]:

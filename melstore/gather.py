@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from melstore.errors import MelstoreError
-from melstore.extract import COMPUTED_COLUMNS, axes
+from melstore.extract import COMPUTED_COLUMNS, axes, computed_table
 from melstore.features import FeatureParams, Frontend
 from melstore.manifest import Manifest
 from melstore.store import FAILURE_COLUMNS, StoreWriter, read_table
@@ -116,10 +116,9 @@ def _metadata(manifest: Manifest, stored_rows: list[int], computed: dict) -> pd.
     """Manifest columns of the stored clips, then what their shards computed."""
     keep = ["clip_id", "path", *manifest.csv_columns]
     table = manifest.table.iloc[stored_rows][keep].reset_index(drop=True)
-    if not stored_rows:
-        return table.assign(**{column: [] for column in COMPUTED_COLUMNS})
-    by_id = pd.concat(computed.values(), ignore_index=True).set_index("clip_id")
-    computed_part = by_id.loc[table["clip_id"], COMPUTED_COLUMNS].reset_index(drop=True)
+    by_id = pd.concat([computed_table([]), *computed.values()], ignore_index=True)
+    by_id = by_id.set_index("clip_id")
+    computed_part = by_id.loc[table["clip_id"], list(COMPUTED_COLUMNS)].reset_index(drop=True)
     return pd.concat([table, computed_part], axis=1)
 
 

@@ -137,10 +137,7 @@ class StoreWriter:
             )
         if self.n_frames is None:
             counts = np.asarray(self.frame_counts, dtype=np.int64)
-            metadata = metadata.assign(
-                frame_offset=np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64),
-                n_frames=counts,
-            )
+            metadata = metadata.assign(frame_offset=np.cumsum(counts) - counts, n_frames=counts)
         _write_table(self._file.create_group("metadata"), metadata)
         _write_table(self._file.create_group("failures"), failures[FAILURE_COLUMNS])
         axes_group = self._file.create_group("axes")

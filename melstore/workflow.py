@@ -7,6 +7,7 @@ from pathlib import Path
 
 from melstore import demo
 from melstore.config import validate_config
+from melstore.errors import ConfigError
 from melstore.features import FeatureParams
 from melstore.manifest import Manifest, build_manifest, manifest_from_listing, metadata_csv
 from melstore.presets import resolve_feature_set
@@ -51,6 +52,11 @@ class Plan:
         """
         validate_config(config, schema_path)
         dataset = config["dataset"]
+        if dataset["generate"] and dataset["layout"] != "urbansound8k":
+            raise ConfigError(
+                f"config key 'dataset.generate': {dataset['generate']} writes the urbansound8k "
+                f"layout; set dataset.layout: urbansound8k (not {dataset['layout']!r})"
+            )
         feature_sets = {
             name: resolve_feature_set(name, config["feature_sets"]) for name in config["features"]
         }
@@ -71,7 +77,7 @@ class Plan:
         ]
 
     def generated_files(self) -> list[str]:
-        """Files the dataset generator writes, or none for a real dataset."""
+        """Files the dataset generator writes (its metadata CSV first), or none."""
         generator = GENERATORS.get(self.config["dataset"]["generate"])
         return [] if generator is None else [str(self.root / p) for p in generator.relative_paths()]
 

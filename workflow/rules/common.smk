@@ -1,9 +1,16 @@
 # Parse time: validate the config, list the dataset, assign shards.
+import sys
+
+from melstore.errors import MelstoreError
 from melstore.fingerprint import EXTRACT_MODULES, GATHER_MODULES, code_fingerprint
 from melstore.workflow import Plan
 
-
-plan = Plan.from_config(config, schema_path=workflow.source_path("../schemas/config.schema.yaml"))
+try:
+    plan = Plan.from_config(
+        config, schema_path=workflow.source_path("../schemas/config.schema.yaml")
+    )
+except MelstoreError as err:
+    sys.exit(f"melstore: {err}")  # one line, no traceback: the config is at fault
 RESULTS = f"results/{plan.dataset}"
 LOGS = f"logs/{plan.dataset}"
 

@@ -1,10 +1,16 @@
-rule demo_dataset:
-    output:
-        plan.generated_files(),
-    params:
-        root=str(plan.root),
-    log:
-        f"{LOGS}/demo_dataset.log",
-    localrule: True
-    script:
-        "../../scripts/demo_dataset.py"
+# Only a generated dataset (dataset.generate) has a rule that writes its root.
+if plan.generated_files():
+
+    rule demo_dataset:
+        output:
+            csv=plan.generated_files()[0],
+            audio=plan.generated_files()[1:],
+        log:
+            f"{LOGS}/demo_dataset.log",
+        localrule: True
+        conda:
+            "../../envs/melstore.yaml"
+        params:
+            root=lambda wildcards, output: os.path.dirname(os.path.dirname(output.csv)),
+        script:
+            "../../scripts/demo_dataset.py"

@@ -1,12 +1,14 @@
 rule frontend:
     output:
         f"{RESULTS}/frontend/{{featureset}}.npz",
-    params:
-        features=feature_params,
-        code=code_fingerprint(("melstore.features",)),
     log:
         f"{LOGS}/frontend/{{featureset}}.log",
     localrule: True
+    conda:
+        "../../envs/melstore.yaml"
+    params:
+        features=feature_params,
+        code=code_fingerprint(("melstore.features",)),
     script:
         "../../scripts/frontend.py"
 
@@ -17,18 +19,20 @@ rule extract:
         frontend=rules.frontend.output[0],
     output:
         f"{RESULTS}/shards/{{featureset}}/{{shard}}.h5",
+    log:
+        f"{LOGS}/extract/{{featureset}}/{{shard}}.log",
+    benchmark:
+        f"benchmarks/{plan.dataset}/extract/{{featureset}}/{{shard}}.tsv"
+    conda:
+        "../../envs/melstore.yaml"
+    threads: 1
+    resources:
+        mem_mb=300,
     params:
         entries=lambda wildcards: plan.shard_entries(wildcards.shard),
         root=str(plan.root),
         features=feature_params,
         on_error=config["on_error"],
         code=code_fingerprint(EXTRACT_MODULES),
-    threads: 1
-    resources:
-        mem_mb=300,
-    log:
-        f"{LOGS}/extract/{{featureset}}/{{shard}}.log",
-    benchmark:
-        f"benchmarks/{plan.dataset}/extract/{{featureset}}/{{shard}}.tsv"
     script:
         "../../scripts/extract.py"

@@ -5,12 +5,14 @@ rule gather:
         metadata=plan.metadata_files(),
     output:
         f"{RESULTS}/{{featureset}}.h5",
+    log:
+        f"{LOGS}/gather/{{featureset}}.log",
+    localrule: True
+    conda:
+        "../../envs/melstore.yaml"
     params:
         features=feature_params,
         manifest_digest=plan.manifest.digest(),
         code=code_fingerprint(GATHER_MODULES),
-    log:
-        f"{LOGS}/gather/{{featureset}}.log",
-    localrule: True
     script:
         "../../scripts/gather.py"

@@ -1,0 +1,74 @@
+"""Configuration errors: one line that names the key and what is allowed."""
+
+import copy
+
+import pytest
+from conftest import REPO, run_snakemake
+
+from melstore.errors import ConfigError
+from melstore.presets import PRESETS, resolve_feature_set
+from melstore.workflow import Plan
+
+SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
+BASE = {
+    "dataset": {"name": "demo", "layout": "urbansound8k", "root": "x", "generate": "demo"},
+    "features": ["seed", "mine"],
+    "feature_sets": {"mine": {"preset": "seed", "n_mels": 64}},
+}
+
+
+def plan_for(**changes):
+    config = copy.deepcopy(BASE)
+    for dotted, value in changes.items():
+        *parents, key = dotted.split("__")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[key] = value
+    return Plan.from_config(config, schema_path=SCHEMA)
+
+
+def test_defaults_are_filled_in_and_every_parameter_is_explicit():
+    plan = plan_for()
+    assert plan.config["shard_size"] == 200 and plan.config["on_error"] == "skip"
+    mine = plan.feature_sets["mine"].to_dict()
+    assert mine == {**PRESETS["seed"], "n_mels": 64}
+    assert None not in [mine[k] for k in ("fmin", "fmax", "htk", "norm")]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"colour": "red"}, "config: unknown key 'colour'; allowed keys: dataset, features"),
+        ({"shard_size": "big"}, "config key 'shard_size': 'big' is not of type 'integer'"),
+        ({"dataset__layout": "kaldi"}, "config key 'dataset.layout': 'kaldi' is not allowed; "
+                                       "choose one of: urbansound8k, esc50, folder"),
+        ({"on_error": "ignore"}, "choose one of: skip, fail"),
+        ({"feature_sets__mine__duration": -3}, "'feature_sets.mine.duration': -3 is less than"),
+        ({"feature_sets__mine__nmels": 3}, "'feature_sets.mine': unknown key 'nmels'"),
+        ({"features": ["seed", "nope"]}, "unknown feature set 'nope'"),
+        ({"feature_sets__mine__preset": "vgg"}, "'feature_sets.mine.preset': unknown preset"),
+        ({"feature_sets__mine__fmax": 20000.0}, "'feature_sets.mine.fmax': 20000.0 exceeds the "
+                                                "Nyquist frequency sr/2 = 11025.0"),
+        ({"dataset__generate": None}, "config key 'dataset.root': x is not a directory"),
+        ({"dataset__layout": "folder"}, "'dataset.generate': demo writes the urbansound8k"),
+    ],
+)  # fmt: skip
+def test_config_errors_name_the_key(changes, message):
+    with pytest.raises(ConfigError) as err:
+        plan_for(**changes)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_feature_set_without_preset_must_give_every_parameter():
+    with pytest.raises(ConfigError, match="missing amin, center"):
+        resolve_feature_set("bare", {"bare": {"kind": "logmel", "sr": 16000}})
+
+
+def test_snakemake_shows_config_errors_as_one_line_without_traceback(tmp_path):
+    config = copy.deepcopy(BASE) | {"shard_size": 0}
+    result = run_snakemake(tmp_path, config, "-n", check=False)
+    assert result.returncode != 0
+    assert "melstore: config key 'shard_size': 0 is less than the minimum of 1" in result.stderr
+    assert "Traceback" not in result.stderr and 'File "' not in result.stderr

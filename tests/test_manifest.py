@@ -1,0 +1,136 @@
+"""Layout adapters: which clips a dataset has, in what order, with what metadata."""
+
+import os
+
+import pandas as pd
+import pytest
+from conftest import tone, write_audio
+
+from melstore import demo
+from melstore.errors import ConfigError
+from melstore.manifest import ESCAPES_ROOT, NOT_FOUND, build_manifest
+from melstore.workflow import load_manifest
+
+
+def test_urbansound8k_follows_the_csv_and_keeps_every_column(demo_root):
+    manifest = build_manifest(demo_root, "urbansound8k")
+    csv = pd.read_csv(demo_root / "metadata/UrbanSound8K.csv")
+
+    assert list(manifest.table["clip_id"]) == [n.removesuffix(".wav") for n in csv.slice_file_name]
+    assert manifest.csv_columns == list(csv.columns)
+    first = manifest.table.iloc[0]
+    assert first["path"] == f"audio/fold{first['fold']}/{first['slice_file_name']}"
+    assert (manifest.table["problem"] == "").all()
+    assert manifest.unlisted == []
+
+
+def test_demo_manifest_is_known_before_the_files_exist_and_matches_disk(demo_root):
+    planned = load_manifest(
+        {"root": "not-written-yet", "layout": "urbansound8k", "metadata": None, "generate": "demo"}
+    )
+    on_disk = build_manifest(demo_root, "urbansound8k")
+    pd.testing.assert_frame_equal(planned.table, on_disk.table)
+    assert planned.digest() == on_disk.digest()
+
+
+def test_urbansound8k_reports_missing_and_unlisted_files(tmp_path):
+    demo.write(tmp_path)
+    first, second = sorted((tmp_path / "audio").rglob("*.wav"))[:2]
+    first.unlink()
+    extra = write_audio(tmp_path / "audio/fold1/999-9-0-0.wav", tone(8000, 0.5), 8000)
+
+    manifest = build_manifest(tmp_path, "urbansound8k")
+
+    problems = dict(zip(manifest.table["clip_id"], manifest.table["problem"], strict=True))
+    assert problems[first.stem] == NOT_FOUND
+    assert problems[second.stem] == ""
+    assert manifest.unlisted == [extra.relative_to(tmp_path).as_posix()]
+    assert extra.stem not in problems
+
+
+def make_esc50(root, n=3):
+    rows = []
+    for i in range(n):
+        name = f"{i + 1}-10{i}-A-{i}.wav"
+        write_audio(root / "audio" / name, tone(44100, 5.0 if i else 0.5), 44100)
+        rows.append(
+            dict(filename=name, fold=i % 5 + 1, target=i, category=f"c{i}", esc10=i == 0,
+                 src_file=100 + i, take="A")
+        )  # fmt: skip
+    (root / "meta").mkdir()
+    pd.DataFrame(rows).to_csv(root / "meta/esc50.csv", index=False)
+    return rows
+
+
+def test_esc50_layout(tmp_path):
+    rows = make_esc50(tmp_path)
+    manifest = build_manifest(tmp_path, "esc50")
+    assert list(manifest.table["path"]) == [f"audio/{r['filename']}" for r in rows]
+    assert list(manifest.table["clip_id"]) == [r["filename"][:-4] for r in rows]
+    assert manifest.csv_columns == list(rows[0])
+    assert manifest.table["esc10"].dtype == bool
+
+
+def test_folder_layout_labels_by_parent_and_joins_an_optional_csv(tmp_path):
+    for rel in ["dog/b.wav", "dog/a.flac", "cat/x.ogg", "cat/sub/y.WAV", "top.aiff"]:
+        container = {"flac": "FLAC", "ogg": "OGG", "aiff": "AIFF"}.get(rel.rsplit(".")[-1], "WAV")
+        subtype = "VORBIS" if container == "OGG" else "PCM_16"
+        write_audio(tmp_path / rel, tone(16000, 0.3), 16000, container=container, subtype=subtype)
+    (tmp_path / "notes.txt").write_text("not audio")
+    (tmp_path / "dog/._b.wav").write_bytes(b"macOS resource fork")
+
+    plain = build_manifest(tmp_path, "folder")
+    assert list(plain.table["path"]) == [
+        "cat/sub/y.WAV", "cat/x.ogg", "dog/a.flac", "dog/b.wav", "top.aiff",
+    ]  # fmt: skip
+    assert list(plain.table["label"]) == ["sub", "cat", "dog", "dog", ""]
+    assert list(plain.table["clip_id"]) == list(plain.table["path"])
+
+    csv = tmp_path.parent / f"{tmp_path.name}-meta.csv"
+    pd.DataFrame({"path": ["dog/a.flac", "gone.wav"], "speaker": ["s1", "s2"]}).to_csv(
+        csv, index=False
+    )
+    joined = build_manifest(tmp_path, "folder", metadata=csv).table.set_index("path")
+    assert joined.loc["dog/a.flac", "speaker"] == "s1"
+    assert pd.isna(joined.loc["dog/b.wav", "speaker"])
+    assert joined.loc["gone.wav", "problem"] == NOT_FOUND
+
+
+def test_paths_escaping_the_root_are_refused(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    write_audio(outside / "secret.wav", tone(8000, 0.2), 8000)
+    write_audio(root / "ok.wav", tone(8000, 0.2), 8000)
+    os.symlink(outside / "secret.wav", root / "link.wav")
+    csv = tmp_path / "meta.csv"
+    pd.DataFrame({"path": ["../outside/secret.wav", str(outside / "secret.wav")]}).to_csv(
+        csv, index=False
+    )
+
+    table = build_manifest(root, "folder", metadata=csv).table.set_index("path")
+
+    assert table.loc["link.wav", "problem"] == ESCAPES_ROOT
+    assert table.loc["../outside/secret.wav", "problem"] == ESCAPES_ROOT
+    assert table.loc[str(outside / "secret.wav"), "problem"] == ESCAPES_ROOT
+    assert table.loc["ok.wav", "problem"] == ""
+
+
+@pytest.mark.parametrize(
+    ("csv_text", "message"),
+    [
+        ("slice_file_name,fold\na.wav,1\na.wav,2\n", "duplicate clip id 'a'"),
+        ("name,fold\na.wav,1\n", "lacks the column.*slice_file_name"),
+        ("slice_file_name,fold,peak_db\na.wav,1,3\n", "reserved by melstore: peak_db"),
+    ],
+)
+def test_bad_metadata_is_a_config_error(tmp_path, csv_text, message):
+    (tmp_path / "metadata").mkdir()
+    (tmp_path / "metadata/UrbanSound8K.csv").write_text(csv_text)
+    with pytest.raises(ConfigError, match=message):
+        build_manifest(tmp_path, "urbansound8k")
+
+
+def test_missing_root_and_csv_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="dataset.root"):
+        build_manifest(tmp_path / "nope", "folder")
+    with pytest.raises(ConfigError, match="metadata CSV not found"):
+        build_manifest(tmp_path, "esc50")
