@@ -145,3 +145,14 @@ def test_demo_config_builds_the_demo_dataset_and_its_stores(tmp_path):
     with h5py.File(tmp_path / "results/demo/logspec.h5") as f:
         assert f["features"].shape == (n_clips, 161, 299)
     assert result.stdout.count("0 of 48 files failed") == 2
+
+
+def test_audio_files_missing_from_the_csv_are_reported(tmp_path):
+    root = tmp_path / "us8k"
+    demo.write(root)
+    write_audio(root / "audio/fold1/1-2-3-4.wav", tone(8000, 0.5), 8000)
+    config = {"dataset": {"name": "u", "layout": "urbansound8k", "root": str(root)},
+              "features": ["seed"]}  # fmt: skip
+    result = run_snakemake(tmp_path / "work", config, "-n")
+    assert "1 audio file(s) under" in result.stderr
+    assert "left out, e.g. audio/fold1/1-2-3-4.wav" in result.stderr

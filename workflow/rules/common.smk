@@ -1,6 +1,8 @@
 # Parse time: validate the config, list the dataset, assign shards.
 import sys
 
+from snakemake.logging import logger
+
 from melstore.errors import MelstoreError
 from melstore.fingerprint import EXTRACT_MODULES, GATHER_MODULES, code_fingerprint
 from melstore.workflow import Plan
@@ -11,6 +13,12 @@ try:
     )
 except MelstoreError as err:
     sys.exit(f"melstore: {err}")  # one line, no traceback: the config is at fault
+
+if plan.manifest.unlisted:
+    logger.warning(
+        f"melstore: {len(plan.manifest.unlisted)} audio file(s) under {plan.root} are not in "
+        f"the metadata CSV and are left out, e.g. {plan.manifest.unlisted[0]}"
+    )
 RESULTS = f"results/{plan.dataset}"
 LOGS = f"logs/{plan.dataset}"
 
