@@ -154,5 +154,6 @@ def test_audio_files_missing_from_the_csv_are_reported(tmp_path):
     config = {"dataset": {"name": "u", "layout": "urbansound8k", "root": str(root)},
               "features": ["seed"]}  # fmt: skip
     result = run_snakemake(tmp_path / "work", config, "-n")
-    assert "1 audio file(s) under" in result.stderr
-    assert "left out, e.g. audio/fold1/1-2-3-4.wav" in result.stderr
+    output = result.stdout + result.stderr
+    assert "1 audio file(s) under" in output
+    assert "left out, e.g. audio/fold1/1-2-3-4.wav" in output
