@@ -26,12 +26,15 @@ def gather_store(
     manifest: Manifest,
     shard_paths: Sequence[str | Path],
     out_path: str | Path,
-    dataset: str,
+    dataset: dict,
     feature_set: str,
     params: dict,
     frontend_path: str | Path,
 ) -> str:
     """Stream every clip of ``manifest`` from its shard into one store.
+
+    ``dataset`` is the config's dataset section; its name, layout, root and
+    metadata CSV are recorded so that ``melstore verify`` can re-check the sources.
 
     Rows follow the manifest order, never the shard order, so the store is the
     same for any shard size or core count. Only one clip's features are held
@@ -70,7 +73,10 @@ def gather_store(
             metadata=metadata,
             failures=failures,
             attrs={
-                "dataset": dataset,
+                "dataset": dataset["name"],
+                "dataset_layout": dataset["layout"],
+                "dataset_root": str(dataset["root"]),
+                "dataset_metadata": str(dataset["metadata"] or ""),
                 "feature_set": feature_set,
                 "params": p.to_dict(),
                 "versions": versions,

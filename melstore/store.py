@@ -14,7 +14,8 @@ Layout of a store (``LAYOUT_VERSION`` 1)::
                           could not be processed
     /axes/frequency       Hz of each row (mel centre or FFT bin frequency)
     /axes/time            seconds of each frame centre
-    attributes            format, layout_version, dataset, feature_set,
+    attributes            format, layout_version, dataset, dataset_layout,
+                          dataset_root, dataset_metadata, feature_set,
                           params (JSON), versions (JSON), n_clips, n_failures,
                           features_layout ("fixed" or "concatenated")
 
@@ -174,10 +175,24 @@ def _write_table(group: h5py.Group, table: pd.DataFrame) -> None:
         group.create_dataset(str(column), data=data, dtype=data.dtype)
 
 
+def open_store(path: str | Path) -> h5py.File:
+    """Open a store read-only, refusing anything that is not a readable melstore store."""
+    try:
+        store = h5py.File(path, "r")
+    except OSError as err:
+        reason = "no such file" if not Path(path).exists() else "not an HDF5 file"
+        raise MelstoreError(f"{path}: {reason}") from err
+    try:
+        check_store(store, path)
+    except MelstoreError:
+        store.close()
+        raise
+    return store
+
+
 def read_table(path: str | Path, group: str = "metadata") -> pd.DataFrame:
     """Read ``metadata`` or ``failures`` of a store as a DataFrame, in stored order."""
-    with h5py.File(path, "r") as store:
-        check_store(store, path)
+    with open_store(path) as store:
         node = store[group]
         columns = json.loads(node.attrs["columns"])
         data = {}

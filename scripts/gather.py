@@ -14,7 +14,7 @@ with snakemake_job(snakemake) as log:
         manifest=manifest,
         shard_paths=snakemake.input.shards,
         out_path=snakemake.output[0],
-        dataset=snakemake.config["dataset"]["name"],
+        dataset=snakemake.config["dataset"],
         feature_set=snakemake.wildcards.featureset,
         params=snakemake.params.features,
         frontend_path=snakemake.input.frontend,

@@ -32,13 +32,19 @@ def write_audio(path: Path, samples, sr: int, *, container="WAV", subtype="PCM_1
     return path
 
 
-def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True):
+def run_snakemake(
+    workdir: Path,
+    config: dict,
+    *args: str,
+    check: bool = True,
+    snakefile: Path = REPO / "Snakefile",
+):
     """Run the real workflow in ``workdir`` with ``config`` as its config.yaml."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     command = [
         sys.executable, "-m", "snakemake",
-        "--snakefile", str(REPO / "Snakefile"),
+        "--snakefile", str(snakefile),
         "--directory", str(workdir),
         "--cores", "2",
         *args,

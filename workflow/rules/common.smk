@@ -5,6 +5,7 @@ from snakemake.logging import logger
 
 from melstore.errors import MelstoreError
 from melstore.fingerprint import EXTRACT_MODULES, GATHER_MODULES, code_fingerprint
+from melstore.store import library_versions
 from melstore.workflow import Plan
 
 try:
@@ -19,6 +20,8 @@ if plan.manifest.unlisted:
         f"melstore: {len(plan.manifest.unlisted)} audio file(s) under {plan.root} are not in "
         f"the metadata CSV and are left out, e.g. {plan.manifest.unlisted[0]}"
     )
+# In every rule's params: upgrading a library that shapes the outputs reruns them.
+VERSIONS = library_versions()
 RESULTS = f"results/{plan.dataset}"
 LOGS = f"logs/{plan.dataset}"
 

@@ -8,6 +8,7 @@ rule frontend:
         "../../envs/melstore.yaml"
     params:
         features=feature_params,
+        versions=VERSIONS,
         code=code_fingerprint(("melstore.features",)),
     script:
         "../../scripts/frontend.py"
@@ -33,6 +34,7 @@ rule extract:
         root=str(plan.root),
         features=feature_params,
         on_error=config["on_error"],
+        versions=VERSIONS,
         code=code_fingerprint(EXTRACT_MODULES),
     script:
         "../../scripts/extract.py"

@@ -13,6 +13,7 @@ rule gather:
     params:
         features=feature_params,
         manifest_digest=plan.manifest.digest(),
+        versions=VERSIONS,
         code=code_fingerprint(GATHER_MODULES),
     script:
         "../../scripts/gather.py"

@@ -1,0 +1,62 @@
+"""Check a store against its sources: which files changed, vanished or appeared."""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from melstore.manifest import build_manifest
+from melstore.store import open_store, read_table
+
+
+@dataclass(frozen=True)
+class SourceChange:
+    """One difference between a store and its dataset folder."""
+
+    kind: str  # "changed", "missing" or "new"
+    path: str
+
+
+def verify_sources(store: str | Path, *, root: str | Path | None = None) -> list[SourceChange]:
+    """Re-hash the sources of ``store`` and list what differs since it was built.
+
+    Parameters
+    ----------
+    store : str or Path
+        A melstore store.
+    root : str or Path, optional
+        Where the dataset is now; default: the root recorded in the store.
+
+    Returns
+    -------
+    list of SourceChange
+        Stored clips whose file changed or is missing, then files the dataset
+        layout would now include that the store has no row for, by path.
+    """
+    with open_store(store) as f:
+        layout = f.attrs["dataset_layout"]
+        root = Path(root if root is not None else f.attrs["dataset_root"])
+        metadata_csv = f.attrs["dataset_metadata"] or None
+    stored = read_table(store, "metadata")
+    known = set(stored["path"]) | set(read_table(store, "failures")["path"])
+    with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL
+        hashes = pool.map(lambda path: _sha256(root / path), stored["path"])
+        changes = [
+            SourceChange("missing" if now is None else "changed", path)
+            for path, then, now in zip(stored["path"], stored["source_sha256"], hashes, strict=True)
+            if now != then
+        ]
+    current = build_manifest(root, layout, metadata_csv).table
+    present = current.loc[current["problem"] == "", "path"]
+    changes += [SourceChange("new", path) for path in present if path not in known]
+    return changes
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return None

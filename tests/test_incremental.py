@@ -1,0 +1,171 @@
+"""Incremental rebuilds: exactly what a change affects reruns, and nothing else."""
+
+import hashlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, run_snakemake, tone, write_audio
+
+from melstore.fingerprint import code_fingerprint
+from melstore.store import read_table
+
+N_FILES = 30
+
+
+def make_dataset(root):
+    for i in range(N_FILES):
+        write_audio(
+            root / f"class{i % 3}/clip{i:02d}.wav",
+            tone(16000, 0.3, 1 + i % 2, 200 + 20 * i, i),
+            16000,
+        )
+
+
+def config(root, n_mels_b=16):
+    return {
+        "dataset": {"name": "inc", "layout": "folder", "root": str(root)},
+        "features": ["a", "b"],
+        "feature_sets": {
+            "a": {"preset": "seed", "n_mels": 32, "duration": 0.5},
+            "b": {"preset": "seed", "n_mels": n_mels_b, "duration": 0.5},
+        },
+        "shard_size": 5,
+    }
+
+
+def outputs(workdir):
+    """Every shard and store file with its modification time."""
+    return {
+        p.relative_to(workdir).as_posix(): p.stat().st_mtime_ns
+        for p in workdir.glob("results/inc/**/*.h5")
+    }
+
+
+def rewritten(before, after, prefix):
+    return {p for p, t in after.items() if p.startswith(prefix) and before.get(p) != t}
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def built(tmp_path):
+    root, workdir = tmp_path / "data", tmp_path / "work"
+    make_dataset(root)
+    run_snakemake(workdir, config(root))
+    return root, workdir
+
+
+def test_parameter_change_reruns_only_that_feature_set(built):
+    root, workdir = built
+    before, store_a = outputs(workdir), sha256(workdir / "results/inc/a.h5")
+    run_snakemake(workdir, config(root, n_mels_b=20))
+    after = outputs(workdir)
+    assert rewritten(before, after, "results/inc/shards/a/") == set()
+    assert rewritten(before, after, "results/inc/shards/b/") == {
+        p for p in after if p.startswith("results/inc/shards/b/")
+    }
+    assert sha256(workdir / "results/inc/a.h5") == store_a
+    assert read_table(workdir / "results/inc/b.h5").shape[0] == N_FILES
+
+
+def test_adding_a_file_reruns_at_most_two_shards_per_set(built):
+    root, workdir = built
+    before = outputs(workdir)
+    write_audio(root / "class1/new.wav", tone(16000, 0.3, 1, 999), 16000)
+    run_snakemake(workdir, config(root))
+    after = outputs(workdir)
+    for name in ("a", "b"):
+        assert 1 <= len(rewritten(before, after, f"results/inc/shards/{name}/")) <= 2
+        assert "class1/new.wav" in set(read_table(workdir / f"results/inc/{name}.h5")["path"])
+
+
+def test_removing_a_file_removes_its_row_and_reruns_one_shard(built):
+    root, workdir = built
+    before = outputs(workdir)
+    (root / "class0/clip03.wav").unlink()
+    run_snakemake(workdir, config(root))
+    after = outputs(workdir)
+    for name in ("a", "b"):
+        assert len(rewritten(before, after, f"results/inc/shards/{name}/")) == 1
+        paths = set(read_table(workdir / f"results/inc/{name}.h5")["path"])
+        assert "class0/clip03.wav" not in paths and len(paths) == N_FILES - 1
+
+
+def test_modifying_a_file_reruns_its_shard_and_updates_its_row(built):
+    root, workdir = built
+    before = outputs(workdir)
+    old = read_table(workdir / "results/inc/a.h5").set_index("path").loc["class2/clip05.wav"]
+    write_audio(root / "class2/clip05.wav", tone(16000, 0.2, 2, 1234, 7) * 0.1, 16000)
+    run_snakemake(workdir, config(root))
+    after = outputs(workdir)
+    new = read_table(workdir / "results/inc/a.h5").set_index("path").loc["class2/clip05.wav"]
+    assert len(rewritten(before, after, "results/inc/shards/a/")) == 1
+    assert new["source_sha256"] == sha256(root / "class2/clip05.wav") != old["source_sha256"]
+    assert new["peak_db"] < old["peak_db"] - 10
+
+
+def test_workflow_refactors_and_docs_do_not_rerun_anything(tmp_path):
+    workflow = tmp_path / "wf"
+    workflow.mkdir()
+    for part in ("Snakefile", "workflow", "scripts", "profiles", "envs", "README.md"):
+        copy = shutil.copytree if (REPO / part).is_dir() else shutil.copy2
+        copy(REPO / part, workflow / part)
+    root = tmp_path / "data"
+    make_dataset(root)
+    run_snakemake(workflow, config(root), snakefile=workflow / "Snakefile")
+    for edited in ("workflow/rules/extract.smk", "Snakefile", "README.md"):
+        path = workflow / edited
+        path.write_text(path.read_text() + "\n# a refactor that changes nothing\n")
+    result = run_snakemake(workflow, config(root), snakefile=workflow / "Snakefile")
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_code_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path, monkeypatch):
+    module = tmp_path / "fp_probe.py"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module.write_text('"""Doc."""\n\ndef f(x):\n    """Twice."""\n    return 2 * x\n')
+    original = code_fingerprint(("fp_probe",))
+    module.write_text('"""Other doc."""\n\n\ndef f(x):  # comment\n    return 2 * x  # why\n')
+    assert code_fingerprint(("fp_probe",)) == original
+    module.write_text('"""Doc."""\n\ndef f(x):\n    return 3 * x\n')
+    assert code_fingerprint(("fp_probe",)) != original
+
+
+def verify(store, *args):
+    command = [sys.executable, "-m", "melstore.cli", "verify", str(store), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_verify_reports_changed_missing_and_new_sources(built):
+    root, workdir = built
+    store = workdir / "results/inc/a.h5"
+    clean = verify(store)
+    assert clean.returncode == 0 and clean.stdout == ""
+    assert "0 changed, 0 missing, 0 new" in clean.stderr
+
+    write_audio(root / "class0/clip00.wav", tone(16000, 0.3, 1, 777), 16000)
+    (root / "class1/clip01.wav").unlink()
+    write_audio(root / "class2/extra.wav", tone(16000, 0.3), 16000)
+    result = verify(store)
+
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "changed  class0/clip00.wav",
+        "missing  class1/clip01.wav",
+        "new      class2/extra.wav",
+    ]
+
+
+def test_verify_with_another_root_and_on_a_non_store(built, tmp_path):
+    root, workdir = built
+    moved = tmp_path / "moved"
+    shutil.copytree(root, moved)
+    assert verify(workdir / "results/inc/a.h5", "--root", str(moved)).returncode == 0
+    (tmp_path / "x.h5").write_bytes(b"not hdf5")
+    result = verify(tmp_path / "x.h5")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"Error: {tmp_path / 'x.h5'}: not an HDF5 file"
