@@ -30,6 +30,7 @@ def gather_store(
     feature_set: str,
     params: dict,
     frontend_path: str | Path,
+    on_error: str = "skip",
 ) -> str:
     """Stream every clip of ``manifest`` from its shard into one store.
 
@@ -48,7 +49,8 @@ def gather_store(
     Raises
     ------
     MelstoreError
-        If a clip is in no shard, or shards disagree on library versions.
+        If a clip is in no shard, shards disagree on library versions, or
+        ``on_error='fail'`` and a file failed (in shards built before).
     """
     p = FeatureParams.from_dict(params)
     index, computed, failed, versions = _index_shards(shard_paths)
@@ -63,6 +65,9 @@ def gather_store(
                 writer.append(_read_clip(shards.get(shard_path), shard_row, computed[shard_path]))
                 stored_rows.append(row)
             elif clip_id in failed:
+                if on_error == "fail":
+                    _, path, reason = failed[clip_id]
+                    raise MelstoreError(f"{path}: {reason}")
                 failure_rows.append(failed[clip_id])
             else:
                 raise MelstoreError(f"clip {clip_id!r} is in no shard; rerun the workflow")

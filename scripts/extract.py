@@ -12,5 +12,7 @@ with snakemake_job(snakemake):
         frontend_path=snakemake.input.frontend,
         out_path=snakemake.output[0],
         feature_set=snakemake.wildcards.featureset,
-        on_error=snakemake.params.on_error,
+        # from the config, not params: a shard's content does not depend on it,
+        # and the gather enforces on_error over shards built before a change
+        on_error=snakemake.config["on_error"],
     )

@@ -18,6 +18,7 @@ with snakemake_job(snakemake) as log:
         feature_set=snakemake.wildcards.featureset,
         params=snakemake.params.features,
         frontend_path=snakemake.input.frontend,
+        on_error=snakemake.params.on_error,
     )
     log.info("%s", summary)
     print(summary)

@@ -2,11 +2,13 @@
 
 import hashlib
 import json
+import shutil
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import run_snakemake, tone, write_audio
 
 from melstore import demo
@@ -157,3 +159,15 @@ def test_audio_files_missing_from_the_csv_are_reported(tmp_path):
     output = result.stdout + result.stderr
     assert "1 audio file(s) under" in output
     assert "left out, e.g. audio/fold1/1-2-3-4.wav" in output
+
+
+def test_switching_to_on_error_fail_refuses_the_store_without_recomputing(folder_build, tmp_path):
+    workdir = tmp_path / "copy"
+    shutil.copytree(folder_build[0], workdir)  # keeps mtimes; the module's build stays intact
+    shards = {p: p.stat().st_mtime_ns for p in workdir.glob("results/pets/shards/**/*.h5")}
+    config = yaml.safe_load((workdir / "config.yaml").read_text()) | {"on_error": "fail"}
+    result = run_snakemake(workdir, config, check=False)
+    assert result.returncode != 0
+    assert "melstore: cat/broken.wav: not decodable audio" in result.stderr
+    assert {p: p.stat().st_mtime_ns for p in shards} == shards
+    assert not (workdir / "results/pets/seed.h5").exists()

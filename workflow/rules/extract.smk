@@ -33,7 +33,6 @@ rule extract:
         entries=lambda wildcards: plan.shard_entries(wildcards.shard),
         root=str(plan.root),
         features=feature_params,
-        on_error=config["on_error"],
         versions=VERSIONS,
         code=code_fingerprint(EXTRACT_MODULES),
     script:

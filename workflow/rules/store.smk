@@ -13,6 +13,7 @@ rule gather:
     params:
         features=feature_params,
         manifest_digest=plan.manifest.digest(),
+        on_error=config["on_error"],
         versions=VERSIONS,
         code=code_fingerprint(GATHER_MODULES),
     script:
