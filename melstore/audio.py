@@ -112,12 +112,17 @@ def decode(data: bytes, *, max_duration: float | None = None) -> tuple[np.ndarra
 def downmix(samples: np.ndarray) -> np.ndarray:
     """Average the channels of soundfile's (frames, channels) layout.
 
-    ``librosa.to_mono`` expects (channels, frames) and costs 30x more on this
-    layout; the explicit mean gives the same float32 values.
+    ``np.mean(axis=1)`` reduces along the short inner axis and costs 2.6 ms
+    for a 4 s stereo clip; adding whole columns costs 0.07 ms. Adding channels
+    in order, then dividing, gives the same float32 bits as librosa's
+    ``to_mono`` (a mean over axis 0 of the (channels, frames) layout).
     """
-    if samples.shape[1] == 1:
-        return samples[:, 0]
-    return samples.mean(axis=1, dtype=np.float32)
+    mono = samples[:, 0].copy()
+    for channel in range(1, samples.shape[1]):
+        mono += samples[:, channel]
+    if samples.shape[1] > 1:
+        mono /= np.float32(samples.shape[1])
+    return mono
 
 
 def resample(y: np.ndarray, *, orig_sr: int, target_sr: int, res_type: str) -> np.ndarray:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import tone, write_audio
 
-from melstore.audio import SourceFile, decode, fix_length, resample
+from melstore.audio import SourceFile, decode, downmix, fix_length, resample
 from melstore.errors import AudioError
 
 # (container, subtype, sample rate, channels, tolerance of the decoded samples)
@@ -96,3 +96,10 @@ def test_fix_length_pads_with_zeros_and_trims():
     y = np.arange(1, 4, dtype=np.float32)
     np.testing.assert_array_equal(fix_length(y, 5), [1, 2, 3, 0, 0])
     np.testing.assert_array_equal(fix_length(y, 2), [1, 2])
+
+
+@pytest.mark.parametrize("channels", [2, 3, 6])
+def test_downmix_gives_the_same_bits_as_librosa_to_mono(channels):
+    librosa = pytest.importorskip("librosa")
+    samples = np.random.default_rng(channels).standard_normal((50001, channels)).astype(np.float32)
+    np.testing.assert_array_equal(downmix(samples), librosa.to_mono(samples.T))
