@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from melstore.audio import SourceFile, decode
 from melstore.errors import AudioError
@@ -108,7 +107,7 @@ def extract_shard(
             progress.update()
         writer.finish(
             metadata=computed_table(records),
-            failures=pd.DataFrame(failures, columns=FAILURE_COLUMNS),
+            failures=dict(zip(FAILURE_COLUMNS, _columns(failures, 3), strict=True)),
             attrs={
                 "feature_set": feature_set,
                 "params": p.to_dict(),
@@ -119,12 +118,19 @@ def extract_shard(
     progress.done()
 
 
-def computed_table(records: Sequence[tuple]) -> pd.DataFrame:
-    """Rows of (clip_id, path, *computed columns) as a table with fixed dtypes."""
-    columns = ["clip_id", "path", *COMPUTED_COLUMNS]
-    return pd.DataFrame(records, columns=columns).astype(
-        {"clip_id": "str", "path": "str", **COMPUTED_COLUMNS}
-    )
+def computed_table(records: Sequence[tuple]) -> dict[str, np.ndarray]:
+    """Rows of (clip_id, path, *computed columns) as typed columns."""
+    dtypes = {"clip_id": "str", "path": "str", **COMPUTED_COLUMNS}
+    return {
+        name: np.asarray(values, dtype=object if dtype == "str" else dtype)
+        for (name, dtype), values in zip(
+            dtypes.items(), _columns(records, len(dtypes)), strict=True
+        )
+    }
+
+
+def _columns(records: Sequence[tuple], width: int) -> list[list]:
+    return [list(column) for column in zip(*records, strict=True)] or [[] for _ in range(width)]
 
 
 def axes(frontend: Frontend, *, n_frames: int) -> dict[str, np.ndarray]:

@@ -127,7 +127,8 @@ def _metadata(manifest: Manifest, stored_rows: list[int], computed: dict) -> pd.
     """Manifest columns of the stored clips, then what their shards computed."""
     keep = ["clip_id", "path", *manifest.csv_columns]
     table = manifest.table.iloc[stored_rows][keep].reset_index(drop=True)
-    by_id = pd.concat([computed_table([]), *computed.values()], ignore_index=True)
+    empty = pd.DataFrame(computed_table([])).astype(COMPUTED_COLUMNS)
+    by_id = pd.concat([empty, *computed.values()], ignore_index=True)
     by_id = by_id.set_index("clip_id")
     computed_part = by_id.loc[table["clip_id"], list(COMPUTED_COLUMNS)].reset_index(drop=True)
     return pd.concat([table, computed_part], axis=1)

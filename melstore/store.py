@@ -28,14 +28,20 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
-import pandas as pd
 
 from melstore.errors import MelstoreError
+
+if TYPE_CHECKING:  # pandas costs 0.2 s to import; extraction jobs write without it
+    import pandas as pd
+
+Table = Mapping[str, np.ndarray]  # column name -> values, e.g. a DataFrame or a dict
 
 FORMAT = "melstore"
 LAYOUT_VERSION = 1
@@ -122,25 +128,31 @@ class StoreWriter:
     def finish(
         self,
         *,
-        metadata: pd.DataFrame,
-        failures: pd.DataFrame,
+        metadata: Table,
+        failures: Table,
         attrs: dict,
         axes: dict[str, np.ndarray],
     ) -> None:
         """Write the tables, axes and attributes; the store is renamed on exit.
 
-        ``metadata`` has one row per appended clip, in the same order.
+        ``metadata`` has one row per appended clip, in the same order; both
+        tables map column names to equally long columns (a DataFrame works).
         Dict values of ``attrs`` are stored as JSON.
         """
-        if len(metadata) != len(self.frame_counts):
+        n_rows = {len(values) for values in dict(metadata).values()}
+        if n_rows - {len(self.frame_counts)}:
             raise MelstoreError(
-                f"{self.path}: {len(metadata)} metadata rows for {len(self.frame_counts)} clips"
+                f"{self.path}: {n_rows} metadata rows for {len(self.frame_counts)} clips"
             )
         if self.n_frames is None:
             counts = np.asarray(self.frame_counts, dtype=np.int64)
-            metadata = metadata.assign(frame_offset=np.cumsum(counts) - counts, n_frames=counts)
+            metadata = {
+                **dict(metadata),
+                "frame_offset": np.cumsum(counts) - counts,
+                "n_frames": counts,
+            }
         _write_table(self._file.create_group("metadata"), metadata)
-        _write_table(self._file.create_group("failures"), failures[FAILURE_COLUMNS])
+        _write_table(self._file.create_group("failures"), {c: failures[c] for c in FAILURE_COLUMNS})
         axes_group = self._file.create_group("axes")
         for name, values in axes.items():
             axes_group.create_dataset(name, data=np.asarray(values, dtype=np.float64))
@@ -148,8 +160,8 @@ class StoreWriter:
             "format": FORMAT,
             "layout_version": LAYOUT_VERSION,
             "features_layout": "concatenated" if self.n_frames is None else "fixed",
-            "n_clips": len(metadata),
-            "n_failures": len(failures),
+            "n_clips": len(self.frame_counts),
+            "n_failures": len(failures[FAILURE_COLUMNS[0]]),
             **attrs,
         }
         for key, value in all_attrs.items():
@@ -159,20 +171,25 @@ class StoreWriter:
         self._finished = True
 
 
-def _write_table(group: h5py.Group, table: pd.DataFrame) -> None:
-    """One dataset per column; strings as UTF-8 with missing values as ''."""
-    group.attrs["columns"] = json.dumps([str(c) for c in table.columns])
-    for column in table.columns:
-        values = table[column]
-        if pd.api.types.is_bool_dtype(values):
-            data = values.to_numpy(dtype=bool)
-        elif pd.api.types.is_integer_dtype(values):
-            data = values.to_numpy(dtype=np.int64)
-        elif pd.api.types.is_float_dtype(values):
-            data = values.to_numpy(dtype=np.float64)
+def _write_table(group: h5py.Group, table: Table) -> None:
+    """One dataset per column: bool, int64, float64, or UTF-8 strings ('' for missing)."""
+    group.attrs["columns"] = json.dumps([str(c) for c in table])
+    for column, values in dict(table).items():
+        values = np.asarray(values)
+        if values.dtype.kind == "b":
+            data = values
+        elif values.dtype.kind in "iu":
+            data = values.astype(np.int64)
+        elif values.dtype.kind == "f":
+            data = values.astype(np.float64)
         else:
-            data = np.array(["" if pd.isna(v) else str(v) for v in values], dtype=_STRING)
+            data = np.array([_text(v) for v in values], dtype=_STRING)
         group.create_dataset(str(column), data=data, dtype=data.dtype)
+
+
+def _text(value) -> str:
+    """A cell as text; missing values (None, NaN) become ''."""
+    return "" if value is None or (isinstance(value, float) and value != value) else str(value)
 
 
 def open_store(path: str | Path) -> h5py.File:
@@ -192,6 +209,8 @@ def open_store(path: str | Path) -> h5py.File:
 
 def read_table(path: str | Path, group: str = "metadata") -> pd.DataFrame:
     """Read ``metadata`` or ``failures`` of a store as a DataFrame, in stored order."""
+    import pandas as pd
+
     with open_store(path) as store:
         node = store[group]
         columns = json.loads(node.attrs["columns"])
