@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,9 @@ import soxr
 from melstore.errors import AudioError
 
 SOXR_QUALITIES = ("soxr_vhq", "soxr_hq", "soxr_mq", "soxr_lq", "soxr_qq")
+# libsndfile's command to leave out the PEAK chunk of float files: that chunk
+# holds the time of writing, so the same samples would give different bytes.
+_SFC_SET_ADD_PEAK_CHUNK = 0x1050
 
 
 @dataclass(frozen=True)
@@ -143,3 +147,27 @@ def fix_length(y: np.ndarray, size: int) -> np.ndarray:
     if len(y) >= size:
         return y[:size]
     return np.pad(y, (0, size - len(y)))
+
+
+def write_audio(
+    path: str | Path, samples: np.ndarray, sr: int, *, container: str, subtype: str
+) -> None:
+    """Write an audio file atomically and reproducibly (for generated datasets).
+
+    The same samples always give the same bytes: float files get no PEAK
+    chunk (it holds a timestamp). soundfile has no public call for this
+    libsndfile command, hence its private binding.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    channels = 1 if samples.ndim == 1 else samples.shape[1]
+    try:
+        with sf.SoundFile(
+            tmp, "w", samplerate=sr, channels=channels, format=container, subtype=subtype
+        ) as out:
+            sf._snd.sf_command(out._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
+            out.write(samples)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 
+from melstore.audio import write_audio
 from melstore.manifest import LAYOUT_CSV
 
 SEED = 20150826
@@ -95,14 +95,18 @@ def write(root: str | Path) -> None:
             channels=clip.channels,
             seed=SEED + clip_number,
         )
-        path = root / "audio" / f"fold{clip.fold}" / clip.slice_file_name
-        _atomic(
-            path,
-            lambda tmp, s=samples, c=clip: sf.write(
-                tmp, s, c.sr, format=c.container, subtype=c.subtype
-            ),
+        write_audio(
+            root / "audio" / f"fold{clip.fold}" / clip.slice_file_name,
+            samples,
+            clip.sr,
+            container=clip.container,
+            subtype=clip.subtype,
         )
-    _atomic(root / CSV_PATH, lambda tmp: csv_table().to_csv(tmp, index=False))
+    csv_path = root / CSV_PATH
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = csv_path.with_name(f".{csv_path.name}.tmp{os.getpid()}")
+    csv_table().to_csv(tmp, index=False)
+    os.replace(tmp, csv_path)
 
 
 def synthesize(class_id: int, *, sr: int, duration: float, channels: int, seed: int) -> np.ndarray:
@@ -130,13 +134,3 @@ def synthesize(class_id: int, *, sr: int, duration: float, channels: int, seed: 
     y = y + rng.standard_normal(len(t)) * 0.002
     stereo = np.stack([y, y * rng.uniform(0.6, 1.0)], axis=1)
     return np.clip(stereo[:, :channels], -1, 1).astype(np.float32)
-
-
-def _atomic(path: Path, write_to) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write_to(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -134,3 +134,12 @@ def test_missing_root_and_csv_are_config_errors(tmp_path):
         build_manifest(tmp_path / "nope", "folder")
     with pytest.raises(ConfigError, match="metadata CSV not found"):
         build_manifest(tmp_path, "esc50")
+
+
+def test_demo_generation_is_byte_reproducible(tmp_path):
+    demo.write(tmp_path / "a")
+    demo.write(tmp_path / "b")  # a float WAV's PEAK chunk would hold the write time
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.*"))
+    assert len(files) == len(demo.relative_paths())
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
