@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,11 +71,23 @@ class Plan:
         rows = table.iloc[self.shards[shard]]
         return rows[["clip_id", "path", "problem"]].values.tolist()
 
-    def shard_audio(self, shard: str) -> list[str]:
-        """The audio files a shard reads: the inputs that make it rerun."""
-        return [
-            str(self.root / path) for _, path, problem in self.shard_entries(shard) if not problem
-        ]
+    def shard_sources(self, shard: str) -> str:
+        """A digest of the size and mtime of every file in ``shard``.
+
+        The audio files are deliberately not Snakemake inputs: Snakemake stats
+        every input of every ready job on each scheduling round, which took 70 %
+        of the CPU of an 8732-file build. This digest in ``params`` reruns the
+        shard when a file is added, removed or rewritten, even with an older
+        mtime. A generated dataset depends on its generator rule instead.
+        """
+        digest = hashlib.sha256()
+        generated = bool(self.generated_files())
+        for _, path, problem in self.shard_entries(shard):
+            digest.update(f"{path}\0{problem}\0".encode())
+            if not problem and not generated:
+                stat = (self.root / path).stat()
+                digest.update(f"{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+        return digest.hexdigest()
 
     def generated_files(self) -> list[str]:
         """Files the dataset generator writes (its metadata CSV first), or none."""

@@ -7,7 +7,7 @@ with snakemake_job(snakemake):
 
     extract_shard(
         entries=snakemake.params.entries,
-        root=snakemake.params.root,
+        root=snakemake.config["dataset"]["root"],
         params=snakemake.params.features,
         frontend_path=snakemake.input.frontend,
         out_path=snakemake.output[0],

@@ -7,14 +7,14 @@ with snakemake_job(snakemake) as log:
     from melstore.gather import gather_store
     from melstore.workflow import load_manifest
 
-    manifest = load_manifest(snakemake.config["dataset"])
+    manifest = load_manifest(snakemake.params.dataset)
     if manifest.digest() != snakemake.params.manifest_digest:
         raise MelstoreError("the dataset changed while the workflow ran; run it again")
     summary = gather_store(
         manifest=manifest,
         shard_paths=snakemake.input.shards,
         out_path=snakemake.output[0],
-        dataset=snakemake.config["dataset"],
+        dataset=snakemake.params.dataset,
         feature_set=snakemake.wildcards.featureset,
         params=snakemake.params.features,
         frontend_path=snakemake.input.frontend,

@@ -1,6 +1,7 @@
 """Incremental rebuilds: exactly what a change affects reruns, and nothing else."""
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -169,3 +170,17 @@ def test_verify_with_another_root_and_on_a_non_store(built, tmp_path):
     result = verify(tmp_path / "x.h5")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == f"Error: {tmp_path / 'x.h5'}: not an HDF5 file"
+
+
+def test_a_rewrite_with_an_older_mtime_still_reruns_its_shard(built):
+    root, workdir = built
+    before = outputs(workdir)
+    target = root / "class1/clip04.wav"
+    old_stat = target.stat()
+    write_audio(target, tone(16000, 0.25, 1, 555), 16000)  # other content, other size
+    os.utime(target, ns=(old_stat.st_atime_ns, old_stat.st_mtime_ns - 10**12))  # older
+    run_snakemake(workdir, config(root))
+    after = outputs(workdir)
+    assert len(rewritten(before, after, "results/inc/shards/a/")) == 1
+    row = read_table(workdir / "results/inc/a.h5").set_index("path").loc["class1/clip04.wav"]
+    assert row["source_sha256"] == sha256(target)

@@ -16,8 +16,8 @@ rule frontend:
 
 rule extract:
     input:
-        audio=lambda wildcards: plan.shard_audio(wildcards.shard),
         frontend=rules.frontend.output[0],
+        generated=plan.generated_files(),
     output:
         f"{RESULTS}/shards/{{featureset}}/{{shard}}.h5",
     log:
@@ -31,7 +31,7 @@ rule extract:
         mem_mb=300,
     params:
         entries=lambda wildcards: plan.shard_entries(wildcards.shard),
-        root=str(plan.root),
+        sources=lambda wildcards: plan.shard_sources(wildcards.shard),
         features=feature_params,
         versions=VERSIONS,
         code=code_fingerprint(EXTRACT_MODULES),

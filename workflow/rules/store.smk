@@ -14,6 +14,7 @@ rule gather:
         features=feature_params,
         manifest_digest=plan.manifest.digest(),
         on_error=config["on_error"],
+        dataset=config["dataset"],
         versions=VERSIONS,
         code=code_fingerprint(GATHER_MODULES),
     script:
