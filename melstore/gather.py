@@ -55,14 +55,19 @@ def gather_store(
     p = FeatureParams.from_dict(params)
     index, computed, failed, versions = _index_shards(shard_paths)
     stored_rows, failure_rows = [], []
+    n_clips = sum(clip_id in index for clip_id in manifest.table["clip_id"])
     with (
-        StoreWriter(out_path, n_bins=p.n_bins, n_frames=p.n_frames) as writer,
+        StoreWriter(out_path, n_bins=p.n_bins, n_frames=p.n_frames, n_clips=n_clips) as writer,
         _OpenShards() as shards,
     ):
         for row, clip_id in enumerate(manifest.table["clip_id"]):
             if clip_id in index:
                 shard_path, shard_row = index[clip_id]
-                writer.append(_read_clip(shards.get(shard_path), shard_row, computed[shard_path]))
+                features = shards.features(shard_path)
+                if p.n_frames is None:
+                    writer.append(_read_clip(features, shard_row, computed[shard_path]))
+                else:
+                    writer.append_chunk(features.id.read_direct_chunk((shard_row, 0, 0))[1])
                 stored_rows.append(row)
             elif clip_id in failed:
                 if on_error == "fail":
@@ -115,10 +120,8 @@ def _index_shards(shard_paths):
     return index, computed, failed, versions or {}
 
 
-def _read_clip(shard: h5py.File, row: int, table: pd.DataFrame) -> np.ndarray:
-    features = shard["features"]
-    if features.ndim == 3:
-        return features[row]
+def _read_clip(features: h5py.Dataset, row: int, table: pd.DataFrame) -> np.ndarray:
+    """One clip of a variable-length (concatenated) shard."""
     start = int(table["frame_offset"].iat[row])
     return features[:, start : start + int(table["n_frames"].iat[row])]
 
@@ -139,20 +142,22 @@ class _OpenShards:
 
     def __init__(self, max_open: int = 128):
         self.max_open = max_open
-        self.files: OrderedDict[str, h5py.File] = OrderedDict()
+        self.files: OrderedDict[str, tuple[h5py.File, h5py.Dataset]] = OrderedDict()
 
-    def get(self, path: str) -> h5py.File:
+    def features(self, path: str) -> h5py.Dataset:
+        """The ``features`` dataset of a shard, opening the file if needed."""
         if path in self.files:
             self.files.move_to_end(path)
         else:
             if len(self.files) >= self.max_open:
-                self.files.popitem(last=False)[1].close()
-            self.files[path] = h5py.File(path, "r")
-        return self.files[path]
+                self.files.popitem(last=False)[1][0].close()
+            handle = h5py.File(path, "r")
+            self.files[path] = (handle, handle["features"])
+        return self.files[path][1]
 
     def __enter__(self) -> _OpenShards:
         return self
 
     def __exit__(self, *exc) -> None:
-        for handle in self.files.values():
+        for handle, _ in self.files.values():
             handle.close()

@@ -85,8 +85,11 @@ class Plan:
         for _, path, problem in self.shard_entries(shard):
             digest.update(f"{path}\0{problem}\0".encode())
             if not problem and not generated:
-                stat = (self.root / path).stat()
-                digest.update(f"{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+                try:
+                    stat = (self.root / path).stat()
+                    digest.update(f"{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+                except OSError:  # vanished since listing: the job records the failure
+                    digest.update(b"unreadable\0")
         return digest.hexdigest()
 
     def generated_files(self) -> list[str]:
