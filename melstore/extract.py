@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from melstore.audio import SourceFile, decode
+from melstore.audio import decode, file_sha256
 from melstore.errors import AudioError
 from melstore.features import FeatureExtractor, FeatureParams, Frontend
 from melstore.store import FAILURE_COLUMNS, StoreWriter, library_versions
@@ -76,8 +76,8 @@ def extract_shard(
             try:
                 if problem:
                     raise AudioError(problem)
-                source = SourceFile.read(Path(root) / path)
-                y, info = decode(source.data, max_duration=p.duration)
+                checksum = file_sha256(Path(root) / path)  # also reports unreadable files
+                y, info = decode(Path(root) / path, max_duration=p.duration)
                 clip = extractor(y, sr=info.sample_rate)
                 if not np.isfinite(clip.features).all():
                     raise AudioError("features are not finite")
@@ -101,7 +101,7 @@ def extract_shard(
                     clip.n_samples_valid,
                     clip.n_frames_valid,
                     clip.peak_db,
-                    source.sha256,
+                    checksum,
                 )
             )
             progress.update()

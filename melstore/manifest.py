@@ -125,20 +125,28 @@ def scan_audio(root: Path) -> dict[str, str]:
     Returns a mapping from relative posix path to a problem ("" when fine).
     Hidden files (``.``-prefixed, e.g. macOS ``._x.wav``) are skipped; symlinked
     folders are not followed, and symlinked files pointing outside the root
-    are flagged.
+    are flagged (only symlinks are resolved: resolving every path costs 0.4 s
+    on UrbanSound8K, at every workflow start).
     """
     real_root = os.path.realpath(root)
     found = {}
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in names:
-            if name.startswith(".") or not name.lower().endswith(AUDIO_EXTENSIONS):
-                continue
-            full = os.path.join(folder, name)
-            rel = PurePosixPath(Path(os.path.relpath(full, root))).as_posix()
-            inside = os.path.commonpath([real_root, os.path.realpath(full)]) == real_root
-            found[rel] = "" if inside else ESCAPES_ROOT
-    return found
+    folders = [(os.fspath(root), "")]
+    while folders:
+        folder, prefix = folders.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append((entry.path, f"{prefix}{entry.name}/"))
+                elif entry.name.lower().endswith(AUDIO_EXTENSIONS):
+                    inside = (
+                        not entry.is_symlink()
+                        or os.path.commonpath([real_root, os.path.realpath(entry.path)])
+                        == real_root
+                    )
+                    found[prefix + entry.name] = "" if inside else ESCAPES_ROOT
+    return dict(sorted(found.items()))
 
 
 def manifest_from_listing(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import tone, write_audio
 
-from melstore.audio import SourceFile, decode, downmix, fix_length, resample
+from melstore.audio import decode, downmix, file_sha256, fix_length, resample
 from melstore.errors import AudioError
 
 # (container, subtype, sample rate, channels, tolerance of the decoded samples)
@@ -29,7 +29,7 @@ def test_decode_reads_each_format_as_the_channel_mean(
     samples = tone(sr, 0.5, channels)
     path = write_audio(tmp_path / "x.audio", samples, sr, container=container, subtype=subtype)
 
-    y, info = decode(SourceFile.read(path).data)
+    y, info = decode(path)
 
     assert (info.sample_rate, info.channels, info.subtype) == (sr, channels, subtype)
     assert y.dtype == np.float32 and y.ndim == 1
@@ -75,11 +75,11 @@ def test_decode_rejects_a_header_without_frames(tmp_path):
         decode(path.read_bytes())
 
 
-def test_source_file_reports_missing_and_hashes_bytes(tmp_path):
+def test_file_sha256_reports_missing_files_and_hashes_bytes(tmp_path):
     with pytest.raises(AudioError, match="file not found"):
-        SourceFile.read(tmp_path / "missing.wav")
+        file_sha256(tmp_path / "missing.wav")
     (tmp_path / "a.bin").write_bytes(b"abc")
-    assert SourceFile.read(tmp_path / "a.bin").sha256 == (
+    assert file_sha256(tmp_path / "a.bin") == (
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     )
 

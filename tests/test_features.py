@@ -6,7 +6,7 @@ import pytest
 import scipy.signal
 from conftest import tone
 
-from melstore.audio import SourceFile, decode
+from melstore.audio import decode
 from melstore.features import FeatureExtractor, FeatureParams, Frontend
 from melstore.presets import PRESETS
 
@@ -15,7 +15,7 @@ LOGSPEC = FeatureParams.from_dict(PRESETS["logspec"])
 
 
 def extract(path, params):
-    y, info = decode(SourceFile.read(path).data, max_duration=params.duration)
+    y, info = decode(path, max_duration=params.duration)
     return FeatureExtractor(Frontend.build(params))(y, sr=info.sample_rate)
 
 

@@ -7,6 +7,8 @@ rule gather:
         f"{RESULTS}/{{featureset}}.h5",
     log:
         f"{LOGS}/gather/{{featureset}}.log",
+    benchmark:
+        f"benchmarks/{plan.dataset}/gather/{{featureset}}.tsv"
     localrule: True
     conda:
         "../../envs/melstore.yaml"

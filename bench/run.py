@@ -1,0 +1,264 @@
+"""Benchmark melstore against hand-written scripts on an UrbanSound8K-shaped corpus.
+
+One invocation runs, on the same cores and the same corpus:
+
+(a) the lean baseline script, (b) the seed recipe in a process pool,
+(c) the full pipeline from clean, (d) a no-op rerun, (e) a rerun after one
+file changed, and (f) random reads of single clips from the store.
+
+Times are wall seconds, CPU is user + system of the whole process tree, and
+peak RSS is the largest single process. The machines are shared and noisy, so
+the results are ratios between runs made side by side, not absolute targets.
+
+Run ``python -m bench.run --help`` from the repository root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import h5py
+import numpy as np
+import pandas as pd
+import yaml
+
+from bench.corpus import CACHE_DIR, FULL_SIZE, make_corpus
+from melstore.audio import write_audio
+from melstore.store import library_versions
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "latest.md"
+TARGETS = {"c/a": 1.10, "c/b": 0.70, "d_seconds": 3.0, "e/c": 0.20, "f_ms": 1.0,
+           "gather_rss_mb": 400, "extract_rss_mb": 300}  # fmt: skip
+
+
+@dataclass
+class Run:
+    """What one measured command cost."""
+
+    name: str
+    wall: float
+    cpu: float
+    peak_rss_mb: float
+    note: str = ""
+
+
+def measure(name: str, command: list[str], *, cwd: Path = REPO, note: str = "") -> Run:
+    """Run ``command`` in a fresh child and measure it, with its whole process tree.
+
+    A small Python wrapper process runs the command, so that the
+    RUSAGE_CHILDREN figures it reports cover this command alone.
+    """
+    wrapper = (
+        "import resource, subprocess, sys, time, json\n"
+        "t = time.perf_counter()\n"
+        "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL,\n"
+        "                    stderr=subprocess.PIPE).returncode\n"
+        "wall = time.perf_counter() - t\n"
+        "u = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "print(json.dumps([rc, wall, u.ru_utime + u.ru_stime, u.ru_maxrss / 1024]))\n"
+    )  # fmt: skip
+    click.echo(f"running {name} ...", err=True)
+    result = subprocess.run(
+        [sys.executable, "-c", wrapper, *command], cwd=cwd, capture_output=True, text=True
+    )
+    if result.returncode != 0 or json.loads(result.stdout)[0] != 0:
+        raise click.ClickException(f"{name} failed: {' '.join(command)}\n{result.stderr[-3000:]}")
+    _, wall, cpu, rss = json.loads(result.stdout)
+    return Run(name, wall, cpu, rss, note)
+
+
+def link_dataset(corpus: Path, root: Path) -> None:
+    """A copy of the corpus made of hard links, so that (e) can change a file safely."""
+    for source in corpus.rglob("*"):
+        target = root / source.relative_to(corpus)
+        if source.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif not source.name.startswith("."):
+            os.link(source, target)
+
+
+def snakemake_command(workdir: Path, cores: int) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+            "--directory", str(workdir), "--cores", str(cores)]  # fmt: skip
+
+
+def job_peak_rss(workdir: Path, rule: str) -> float:
+    """Largest max_rss (MB) among a rule's Snakemake benchmark files."""
+    files = list(workdir.glob(f"benchmarks/*/{rule}/**/*.tsv"))
+    return max((pd.read_csv(f, sep="\t")["max_rss"].max() for f in files), default=float("nan"))
+
+
+def random_reads(store: Path, *, n: int = 1000, seed: int = 0) -> float:
+    """Median milliseconds to read one random clip from a freshly opened store."""
+    with h5py.File(store, "r") as f:
+        features = f["features"]
+        rows = random.Random(seed).choices(range(features.shape[0]), k=n)
+        times = []
+        for row in rows:
+            start = time.perf_counter()
+            np.asarray(features[row])
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def change_one_file(root: Path) -> str:
+    """Replace one clip's content (a new file, so the corpus's hard link is untouched)."""
+    table = pd.read_csv(root / "metadata" / "UrbanSound8K.csv")
+    row = table.iloc[len(table) // 2]
+    path = root / "audio" / f"fold{row['fold']}" / row["slice_file_name"]
+    tone = np.sin(2 * np.pi * 1000 * np.arange(44100 * 2) / 44100).astype(np.float32) * 0.3
+    path.unlink()
+    write_audio(path, tone, 44100, container="WAV", subtype="PCM_16")
+    return path.relative_to(root).as_posix()
+
+
+def machine() -> list[str]:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    )  # fmt: skip
+    versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
+    return [
+        f"- cores: {os.cpu_count()} ({model}); memory: "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
+        f"- Python {platform.python_version()} on {platform.system()} {platform.release()}",
+        f"- {versions}",
+    ]
+
+
+def report(runs: dict[str, Run], extra: dict, *, files: int, cores: int) -> str:
+    a, b, c = runs["a"], runs["b"], runs["c"]
+    ratios = {"c/a": c.wall / a.wall, "c/b": c.wall / b.wall, "e/c": runs["e"].wall / c.wall}
+    checks = {
+        "c/a": ratios["c/a"] <= TARGETS["c/a"],
+        "c/b": ratios["c/b"] <= TARGETS["c/b"],
+        "d_seconds": runs["d"].wall <= TARGETS["d_seconds"],
+        "e/c": ratios["e/c"] <= TARGETS["e/c"],
+        "f_ms": extra["f_ms"] <= TARGETS["f_ms"],
+        "gather_rss_mb": extra["gather_rss_mb"] <= TARGETS["gather_rss_mb"],
+        "extract_rss_mb": extra["extract_rss_mb"] <= TARGETS["extract_rss_mb"],
+    }
+
+    def row(label, value, goal, key):
+        return f"| {label} | {value} | ≤ {goal} | {'met' if checks[key] else '**missed**'} |"
+
+    lines = [
+        f"# melstore benchmark: {files} files, {cores} cores",
+        "",
+        f"Command: `python -m bench.run --files {files} --cores {cores}`",
+        "",
+        "| run | wall s | CPU s | peak RSS MB | notes |",
+        "|---|---:|---:|---:|---|",
+        *(f"| {r.name} | {r.wall:.2f} | {r.cpu:.1f} | {r.peak_rss_mb:.0f} | {r.note} |"
+          for r in runs.values()),
+        f"| (f) random single-clip reads | median {extra['f_ms']:.3f} ms | | | 1000 reads |",
+        "",
+        "| target | value | goal | |",
+        "|---|---:|---:|---|",
+        row("c/a (pipeline vs lean script)", f"{ratios['c/a']:.2f}", TARGETS["c/a"], "c/a"),
+        row("c/b (pipeline vs seed recipe)", f"{ratios['c/b']:.2f}", TARGETS["c/b"], "c/b"),
+        row("(d) no-op rerun", f"{runs['d'].wall:.2f} s", f"{TARGETS['d_seconds']} s", "d_seconds"),
+        row("e/c (one file changed)", f"{ratios['e/c']:.2f}", TARGETS["e/c"], "e/c"),
+        row("(f) random read", f"{extra['f_ms']:.3f} ms", f"{TARGETS['f_ms']} ms", "f_ms"),
+        row("gather peak RSS", f"{extra['gather_rss_mb']:.0f} MB",
+            f"{TARGETS['gather_rss_mb']} MB", "gather_rss_mb"),
+        row("largest extraction job RSS", f"{extra['extract_rss_mb']:.0f} MB",
+            f"{TARGETS['extract_rss_mb']} MB", "extract_rss_mb"),
+        "",
+        f"Largest difference between the pipeline's features and the seed recipe's: "
+        f"{extra['max_db_difference']:.5f} dB.",
+        "",
+        "## Machine",
+        *machine(),
+        "",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def max_db_difference(store: Path, reference: Path) -> float:
+    with h5py.File(store, "r") as ours, h5py.File(reference, "r") as theirs:
+        worst = 0.0
+        for start in range(0, ours["features"].shape[0], 512):
+            block = slice(start, start + 512)
+            worst = max(
+                worst, float(np.nanmax(np.abs(ours["features"][block] - theirs["features"][block])))
+            )
+    return worst
+
+
+@click.command(context_settings={"show_default": True})
+@click.option(
+    "--files",
+    type=click.IntRange(1, FULL_SIZE),
+    default=FULL_SIZE,
+    help="Corpus size (a prefix of the full 8732-file plan).",
+)
+@click.option(
+    "--cores",
+    type=click.IntRange(min=1),
+    default=os.cpu_count(),
+    help="Cores for every run (workers of the scripts, --cores of snakemake).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=CACHE_DIR / "run",
+    help="Scratch folder, emptied first.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=RESULTS,
+    help="Markdown report to write.",
+)
+def main(files: int, cores: int, workdir: Path, out: Path) -> None:
+    """Run (a)-(f) on the same corpus and cores, print the table and write it to --out."""
+    corpus = make_corpus(CACHE_DIR / f"us8k-{files}", n_files=files)
+    shutil.rmtree(workdir, ignore_errors=True)
+    root, pipeline = workdir / "data", workdir / "pipeline"
+    link_dataset(corpus, root)
+    pipeline.mkdir(parents=True)
+    config = {"dataset": {"name": "us8k", "layout": "urbansound8k", "root": str(root)},
+              "features": ["seed"]}  # fmt: skip
+    (pipeline / "config.yaml").write_text(yaml.safe_dump(config))
+    python = sys.executable
+    runs = {
+        "a": measure("(a) lean script", [python, "-m", "bench.baselines", "lean", str(root),
+                     "--out", str(workdir / "lean.h5"), "--workers", str(cores)]),
+        "b": measure("(b) seed recipe, process pool", [python, "-m", "bench.baselines", "seed",
+                     str(root), "--out", str(workdir / "seed.h5"), "--workers", str(cores)]),
+        "c": measure("(c) pipeline from clean", snakemake_command(pipeline, cores),
+                     note="snakemake, feature set seed"),
+        "d": measure("(d) no-op rerun", snakemake_command(pipeline, cores)),
+    }  # fmt: skip
+    store = pipeline / "results" / "us8k" / "seed.h5"
+    extra = {
+        "gather_rss_mb": job_peak_rss(pipeline, "gather"),
+        "extract_rss_mb": job_peak_rss(pipeline, "extract"),
+        "max_db_difference": max_db_difference(store, workdir / "seed.h5"),
+    }
+    changed = change_one_file(root)
+    runs["e"] = measure("(e) rerun after one file changed", snakemake_command(pipeline, cores),
+                        note=f"changed {changed}")  # fmt: skip
+    extra["f_ms"] = random_reads(store)
+    text = report(runs, extra, files=files, cores=cores)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    click.echo(text)
+
+
+if __name__ == "__main__":
+    main()
