@@ -7,18 +7,19 @@ import sys
 from contextlib import contextmanager
 
 from melstore.errors import MelstoreError
-from melstore.threads import pin_threads
+from melstore.runtime import pin_threads, retain_freed_memory
 
 
 @contextmanager
 def snakemake_job(snakemake):
-    """Pin threads, log to the rule's log file, and turn expected errors into one line.
+    """Tune the process, log to the rule's log file, and turn expected errors into one line.
 
     Must be entered before numpy is imported. A :class:`MelstoreError` (bad
     input, bad configuration) ends the job with its one-line message and no
     traceback; anything else is a bug and keeps its traceback.
     """
     pin_threads(snakemake.threads)
+    retain_freed_memory()
     handler = (
         logging.FileHandler(snakemake.log[0], mode="w")
         if snakemake.log
