@@ -76,8 +76,9 @@ def extract_shard(
             try:
                 if problem:
                     raise AudioError(problem)
-                checksum = file_sha256(Path(root) / path)  # also reports unreadable files
-                y, info = decode(Path(root) / path, max_duration=p.duration)
+                source = Path(root) / path
+                checksum = file_sha256(source)  # also reports unreadable files
+                y, info = decode(source, max_duration=p.duration)
                 clip = extractor(y, sr=info.sample_rate)
                 if not np.isfinite(clip.features).all():
                     raise AudioError("features are not finite")

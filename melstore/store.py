@@ -125,12 +125,11 @@ class StoreWriter:
             start = dataset.shape[1]
             dataset.resize(start + features.shape[1], axis=1)
             dataset[:, start:] = features
+            self.frame_counts.append(features.shape[1])
+        elif features.shape != dataset.shape[1:]:
+            raise ValueError(f"clip features {features.shape} do not fit {dataset.shape[1:]}")
         else:
-            row = len(self.frame_counts)
-            if row == dataset.shape[0]:
-                dataset.resize(row + 1, axis=0)
-            dataset[row] = features
-        self.frame_counts.append(features.shape[1])
+            self.append_chunk(np.ascontiguousarray(features, dtype=np.float32).tobytes())
 
     def append_chunk(self, chunk: bytes) -> None:
         """Add the next clip as the raw bytes of a fixed-length store's chunk.

@@ -75,3 +75,10 @@ def test_files_that_are_not_stores_are_refused(tmp_path):
         f.attrs["layout_version"] = 99
     with pytest.raises(MelstoreError, match="layout version 99"):
         read_table(tmp_path / "s.h5")
+
+
+def test_a_clip_of_the_wrong_shape_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="do not fit"):
+        with StoreWriter(tmp_path / "s.h5", n_bins=3, n_frames=4) as writer:
+            writer.append(np.zeros((3, 5), np.float32))
+    assert list(tmp_path.iterdir()) == []
