@@ -31,6 +31,7 @@ def gather_store(
     params: dict,
     frontend_path: str | Path,
     on_error: str = "skip",
+    min_success: float = 0.0,
 ) -> str:
     """Stream every clip of ``manifest`` from its shard into one store.
 
@@ -44,18 +45,20 @@ def gather_store(
     Returns
     -------
     str
-        A one-line summary of the store.
+        A summary: one line for the store, and one for its failures if any.
 
     Raises
     ------
     MelstoreError
-        If a clip is in no shard, shards disagree on library versions, or
-        ``on_error='fail'`` and a file failed (in shards built before).
+        If a clip is in no shard, shards disagree on library versions,
+        ``on_error='fail'`` and a file failed (in shards built before), or
+        fewer than ``min_success`` of the files succeeded (Kaldi's rule).
     """
     p = FeatureParams.from_dict(params)
     index, computed, failed, versions = _index_shards(shard_paths)
     stored_rows, failure_rows = [], []
     n_clips = sum(clip_id in index for clip_id in manifest.table["clip_id"])
+    _check_success(n_clips, manifest, failed, min_success=min_success, out_path=out_path)
     with (
         StoreWriter(out_path, n_bins=p.n_bins, n_frames=p.n_frames, n_clips=n_clips) as writer,
         _OpenShards() as shards,
@@ -94,9 +97,24 @@ def gather_store(
             axes=axes(frontend, n_frames=p.n_frames or max(writer.frame_counts, default=0)),
         )
     shape = (len(metadata), p.n_bins, p.n_frames or "variable")
-    return (
-        f"{out_path}: {len(metadata)} clips, {len(failures)} of {len(manifest)} files failed, "
-        f"features {shape} float32"
+    summary = f"{out_path}: {len(metadata)} clips, features {shape} float32"
+    if len(failures):
+        summary += (
+            f"\n{len(failures)} of {len(manifest)} files failed; see failures table in {out_path}"
+        )
+    return summary
+
+
+def _check_success(n_ok: int, manifest: Manifest, failed: dict, *, min_success, out_path):
+    """Refuse a store when too many files failed, naming the commonest reason."""
+    total = len(manifest)
+    if total == 0 or n_ok / total >= min_success:
+        return
+    reasons = pd.Series([reason for _, _, reason in failed.values()]).value_counts()
+    raise MelstoreError(
+        f"only {n_ok} of {total} files succeeded ({n_ok / total:.0%}), below min_success="
+        f"{min_success} for {out_path}; commonest reason ({reasons.iloc[0]} files): "
+        f"{reasons.index[0]}"
     )
 
 

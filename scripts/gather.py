@@ -19,6 +19,7 @@ with snakemake_job(snakemake) as log:
         params=snakemake.params.features,
         frontend_path=snakemake.input.frontend,
         on_error=snakemake.params.on_error,
+        min_success=snakemake.params.min_success,
     )
     log.info("%s", summary)
     print(summary)

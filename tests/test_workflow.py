@@ -45,6 +45,7 @@ def folder_config(root, **extra):
                     "metadata": str(root.parent / "folder-meta.csv")},
         "features": ["seed", "small"],
         "feature_sets": {"small": {"preset": "seed", "n_mels": 40, "duration": None}},
+        "min_success": 0.5,  # 2 of the 7 files are broken on purpose
         **extra,
     }  # fmt: skip
 
@@ -91,6 +92,20 @@ def test_undecodable_files_become_failure_rows(folder_build):
     reasons = dict(zip(failures["path"], failures["reason"], strict=True))
     assert reasons["dog/empty.wav"] == "empty file (0 bytes)"
     assert reasons["cat/broken.wav"].startswith("not decodable audio")
+    assert "Traceback" not in result.stderr
+    store = "results/pets/seed.h5"
+    assert f"2 of {len(GOOD) + len(BAD)} files failed; see failures table in {store}" in (
+        result.stdout
+    )
+
+
+def test_too_many_failures_stop_the_run_with_the_commonest_reason(folder_build, tmp_path):
+    workdir = tmp_path / "copy"
+    shutil.copytree(folder_build[0], workdir)
+    config = yaml.safe_load((workdir / "config.yaml").read_text()) | {"min_success": 0.95}
+    result = run_snakemake(workdir, config, check=False)
+    assert result.returncode != 0
+    assert "melstore: only 5 of 7 files succeeded (71%), below min_success=0.95" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -146,7 +161,8 @@ def test_demo_config_builds_the_demo_dataset_and_its_stores(tmp_path):
     assert seed["class"].nunique() >= 5
     with h5py.File(tmp_path / "results/demo/logspec.h5") as f:
         assert f["features"].shape == (n_clips, 161, 299)
-    assert result.stdout.count("0 of 48 files failed") == 2
+    assert result.stdout.count(f"{n_clips} clips, features") == 2
+    assert "files failed" not in result.stdout
 
 
 def test_audio_files_missing_from_the_csv_are_reported(tmp_path):

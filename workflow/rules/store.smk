@@ -16,6 +16,7 @@ rule gather:
         features=feature_params,
         manifest_digest=plan.manifest.digest(),
         on_error=config["on_error"],
+        min_success=config["min_success"],
         dataset=config["dataset"],
         versions=VERSIONS,
         code=code_fingerprint(GATHER_MODULES),
