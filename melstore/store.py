@@ -86,6 +86,8 @@ class StoreWriter:
         self, path: str | Path, *, n_bins: int, n_frames: int | None, n_clips: int | None = None
     ):
         self.path = Path(path)
+        for stale in self.path.parent.glob(f".{self.path.name}.tmp*"):  # left by a killed run
+            stale.unlink(missing_ok=True)
         self.tmp_path = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
         self.n_frames = n_frames
         self.frame_counts: list[int] = []
