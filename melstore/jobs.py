@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from contextlib import contextmanager
@@ -15,8 +16,8 @@ def snakemake_job(snakemake):
     """Tune the process, log to the rule's log file, and turn expected errors into one line.
 
     Must be entered before numpy is imported. A :class:`MelstoreError` (bad
-    input, bad configuration) ends the job with its one-line message and no
-    traceback; anything else is a bug and keeps its traceback.
+    input, bad configuration) or a full disk ends the job with a one-line
+    message and no traceback; anything else is a bug and keeps its traceback.
     """
     pin_threads(snakemake.threads)
     retain_freed_memory()
@@ -32,6 +33,14 @@ def snakemake_job(snakemake):
     try:
         yield logger
     except MelstoreError as err:
-        logger.error("%s", err)
-        print(f"melstore: {err}", file=sys.stderr)
-        sys.exit(1)
+        _fail(logger, str(err))
+    except OSError as err:
+        if err.errno != errno.ENOSPC and "No space left on device" not in str(err):
+            raise
+        _fail(logger, f"disk full (no space left on device) while writing {snakemake.output}")
+
+
+def _fail(logger: logging.Logger, message: str) -> None:
+    logger.error("%s", message)
+    print(f"melstore: {message}", file=sys.stderr)
+    sys.exit(1)

@@ -114,10 +114,11 @@ class StoreWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._file.close()
-        if exc_type is None and self._finished:
-            os.replace(self.tmp_path, self.path)
-        else:
+        try:
+            self._file.close()  # flushes: fails on a full disk
+            if exc_type is None and self._finished:
+                os.replace(self.tmp_path, self.path)
+        finally:
             self.tmp_path.unlink(missing_ok=True)
 
     def append(self, features: np.ndarray) -> None:

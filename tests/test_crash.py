@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import REPO, run_snakemake, tone, write_audio
 
 
@@ -52,3 +53,30 @@ def test_kill_9_at_three_moments_then_rerun_gives_the_clean_bytes(tmp_path):
 
     assert sha256(killed / store) == sha256(clean / store)
     assert list((killed / "results").rglob(".*.tmp*")) == []  # killed writers' files are gone
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MB file system, too small for the store."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                            capture_output=True)  # fmt: skip
+    if result.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_gives_one_line_and_no_partial_store(tmp_path, tiny_disk):
+    root = tmp_path / "data"
+    make_dataset(root, n=40)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "results").symlink_to(tiny_disk)
+    result = run_snakemake(workdir, config(root), check=False)
+    assert result.returncode != 0
+    assert "melstore: disk full (no space left on device) while writing" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tiny_disk / "crash/seed.h5").exists()
+    assert list(tiny_disk.rglob(".*.tmp*")) == []
