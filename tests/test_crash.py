@@ -80,3 +80,19 @@ def test_a_full_disk_gives_one_line_and_no_partial_store(tmp_path, tiny_disk):
     assert "Traceback" not in result.stderr
     assert not (tiny_disk / "crash/seed.h5").exists()
     assert list(tiny_disk.rglob(".*.tmp*")) == []
+
+
+def test_a_second_run_on_the_same_directory_is_refused_by_the_lock(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root, n=60)
+    workdir = tmp_path / "work"
+    run_snakemake(workdir, config(root), "-n")
+    first = start(workdir)
+    try:
+        time.sleep(2.0)
+        second = run_snakemake(workdir, config(root), check=False)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert second.returncode != 0
+    assert "Directory cannot be locked" in second.stdout + second.stderr
