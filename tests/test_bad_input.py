@@ -51,11 +51,11 @@ def bad_files(root):
 
 
 def snapshot(root):
-    """Every path below ``root`` with its bytes and mtime."""
+    """Every path below ``root`` with its bytes and mtime (links: their own)."""
     return {
         p.relative_to(root).as_posix(): (
-            p.read_bytes() if p.is_file() else None,
-            p.stat().st_mtime_ns,
+            p.read_bytes() if p.is_file() and not p.is_symlink() else None,
+            p.lstat().st_mtime_ns,
         )
         for p in sorted(root.rglob("*"))
     }
@@ -71,14 +71,34 @@ def messy_build(tmp_path_factory):
     write_audio(root / "formats/silence.wav", np.zeros((22050, 2), np.float32), 22050,
                 container="WAV", subtype="PCM_16")  # fmt: skip
     expected_failures = bad_files(root)
+    outside = root.parent / "outside.wav"
+    write_audio(outside, tone(16000, 0.5), 16000, container="WAV", subtype="PCM_16")
+    (root / "bad/link out.wav").symlink_to(outside)
+    (root / "bad/broken link.wav").symlink_to(root / "nowhere.wav")
+    csv = root.parent / "meta.csv"
+    csv.write_text(
+        "path,speaker\n"
+        "formats/long.flac,anna\n"
+        "missing/gone.wav,bob\n"
+        "../outside.wav,carl\n"
+        f"{outside},dora\n"
+    )
+    expected_failures |= {
+        "bad/link out.wav": "path escapes the dataset root",
+        "bad/broken link.wav": "file not found",
+        "missing/gone.wav": "file not found",
+        "../outside.wav": "path escapes the dataset root",
+        str(outside): "path escapes the dataset root",
+    }
     before = snapshot(root)
     for path in [root, *root.rglob("*")]:  # read-only, as datasets on shared storage are
-        path.chmod(0o555 if path.is_dir() else 0o444)
+        if not path.is_symlink():
+            path.chmod(0o555 if path.is_dir() else 0o444)
     workdir = root.parent / "work"
     config = {
-        "dataset": {"name": "messy", "layout": "folder", "root": str(root)},
+        "dataset": {"name": "messy", "layout": "folder", "root": str(root), "metadata": str(csv)},
         "features": ["seed"],
-        "min_success": 0.5,
+        "min_success": 0.3,
     }
     result = run_snakemake(workdir, config)
     return root, workdir, result, before, expected_failures
@@ -89,6 +109,7 @@ def test_every_file_lands_in_the_store_or_in_failures(messy_build):
     metadata = read_table(workdir / "results/messy/seed.h5")
     failures = read_table(workdir / "results/messy/seed.h5", "failures")
     assert sorted(metadata["path"]) == sorted([*GOOD, "formats/silence.wav"])
+    assert metadata.set_index("path").loc["formats/long.flac", "speaker"] == "anna"
     assert sorted(failures["path"]) == sorted(expected_failures)
     for path, reason in zip(failures["path"], failures["reason"], strict=True):
         assert reason.startswith(expected_failures[path]), (path, reason)
@@ -117,9 +138,8 @@ def test_the_dataset_folder_is_left_exactly_as_it_was(messy_build):
 def test_no_traceback_reaches_the_user(messy_build):
     _, _, result, _, expected_failures = messy_build
     assert "Traceback" not in result.stdout + result.stderr
-    assert f"{len(expected_failures)} of {len(GOOD) + 1 + len(expected_failures)} files failed" in (
-        result.stdout
-    )
+    total = len(GOOD) + 1 + len(expected_failures)
+    assert f"{len(expected_failures)} of {total} files failed" in result.stdout
 
 
 def test_no_file_name_reaches_a_shell(messy_build):
