@@ -19,6 +19,7 @@ import soundfile as sf
 import soxr
 
 from melstore.errors import AudioError
+from melstore.files import atomic_path
 
 SOXR_QUALITIES = ("soxr_vhq", "soxr_hq", "soxr_mq", "soxr_lq", "soxr_qq")
 # libsndfile's command to leave out the PEAK chunk of float files: that chunk
@@ -157,16 +158,10 @@ def write_audio(
     chunk (it holds a timestamp). soundfile has no public call for this
     libsndfile command, hence its private binding.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     channels = 1 if samples.ndim == 1 else samples.shape[1]
-    try:
+    with atomic_path(path) as tmp:
         with sf.SoundFile(
             tmp, "w", samplerate=sr, channels=channels, format=container, subtype=subtype
         ) as out:
             sf._snd.sf_command(out._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
             out.write(samples)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

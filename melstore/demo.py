@@ -11,13 +11,13 @@ workflow can build its manifest at parse time and let a rule write the files.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from melstore.audio import write_audio
+from melstore.files import atomic_path
 from melstore.manifest import LAYOUT_CSV
 
 SEED = 20150826
@@ -102,11 +102,8 @@ def write(root: str | Path) -> None:
             container=clip.container,
             subtype=clip.subtype,
         )
-    csv_path = root / CSV_PATH
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp{os.getpid()}")
-    csv_table().to_csv(tmp, index=False)
-    os.replace(tmp, csv_path)
+    with atomic_path(root / CSV_PATH) as tmp:
+        csv_table().to_csv(tmp, index=False)
 
 
 def synthesize(class_id: int, *, sr: int, duration: float, channels: int, seed: int) -> np.ndarray:

@@ -27,6 +27,7 @@ import numpy as np
 
 from melstore.audio import fix_length, resample
 from melstore.errors import ConfigError
+from melstore.files import atomic_path
 
 
 @dataclass(frozen=True)
@@ -146,11 +147,11 @@ class Frontend:
         return cls(params, window, filterbank, centres)
 
     def save(self, path: str | Path) -> None:
-        """Write to an ``.npz`` file (the caller handles atomic replacement)."""
+        """Write to an ``.npz`` file, atomically."""
         arrays = {"window": self.window, "frequencies": self.frequencies}
         if self.filterbank is not None:
             arrays["filterbank"] = self.filterbank
-        with open(path, "wb") as handle:
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, params=np.array(self.params.to_json()), **arrays)
 
     @classmethod

@@ -37,6 +37,7 @@ import h5py
 import numpy as np
 
 from melstore.errors import MelstoreError
+from melstore.files import remove_stale_siblings, temporary_sibling
 
 if TYPE_CHECKING:  # pandas costs 0.2 s to import; extraction jobs write without it
     import pandas as pd
@@ -86,9 +87,8 @@ class StoreWriter:
         self, path: str | Path, *, n_bins: int, n_frames: int | None, n_clips: int | None = None
     ):
         self.path = Path(path)
-        for stale in self.path.parent.glob(f".{self.path.name}.tmp*"):  # left by a killed run
-            stale.unlink(missing_ok=True)
-        self.tmp_path = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        remove_stale_siblings(self.path)
+        self.tmp_path = temporary_sibling(self.path)
         self.n_frames = n_frames
         self.frame_counts: list[int] = []
         self._file = h5py.File(self.tmp_path, "w", track_order=False)
