@@ -52,5 +52,5 @@ def test_retained_heap_memory_avoids_page_faults_on_every_clip():
             [sys.executable, "-c", FAULTS_PER_CLIP, mode], capture_output=True, text=True
         )
         faults[mode] = float(result.stdout)
-    assert faults["default"] > 100  # glibc maps and unmaps the temporaries per clip
-    assert faults["tuned"] < 10
+    # numpy 2.4 on Python 3.11: ~990 faults per clip by default; numpy 2.5: ~26
+    assert faults["tuned"] < min(10, faults["default"])
