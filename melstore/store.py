@@ -231,16 +231,21 @@ def open_store(path: str | Path) -> h5py.File:
 
 def read_table(path: str | Path, group: str = "metadata") -> pd.DataFrame:
     """Read ``metadata`` or ``failures`` of a store as a DataFrame, in stored order."""
+    with open_store(path) as store:
+        return read_group(store, group)
+
+
+def read_group(store: h5py.File, group: str) -> pd.DataFrame:
+    """Read a table group of an open store as a DataFrame, in stored order."""
     import pandas as pd
 
-    with open_store(path) as store:
-        node = store[group]
-        columns = json.loads(node.attrs["columns"])
-        data = {}
-        for column in columns:
-            dataset = node[column]
-            data[column] = dataset.asstr()[()] if dataset.dtype.kind == "O" else dataset[()]
-        return pd.DataFrame(data, columns=columns)
+    node = store[group]
+    columns = json.loads(node.attrs["columns"])
+    data = {}
+    for column in columns:
+        dataset = node[column]
+        data[column] = dataset.asstr()[()] if dataset.dtype.kind == "O" else dataset[()]
+    return pd.DataFrame(data, columns=columns)
 
 
 def check_store(store: h5py.File, path: str | Path) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from melstore.audio import file_sha256
+from melstore.errors import AudioError
 from melstore.manifest import build_manifest
-from melstore.store import open_store, read_table
+from melstore.store import open_store, read_group
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,8 @@ def verify_sources(store: str | Path, *, root: str | Path | None = None) -> list
         layout = f.attrs["dataset_layout"]
         root = Path(root if root is not None else f.attrs["dataset_root"])
         metadata_csv = f.attrs["dataset_metadata"] or None
-    stored = read_table(store, "metadata")
-    known = set(stored["path"]) | set(read_table(store, "failures")["path"])
+        stored = read_group(f, "metadata")
+        known = set(stored["path"]) | set(read_group(f, "failures")["path"])
     with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL
         hashes = pool.map(lambda path: _sha256(root / path), stored["path"])
         changes = [
@@ -55,8 +56,8 @@ def verify_sources(store: str | Path, *, root: str | Path | None = None) -> list
 
 
 def _sha256(path: Path) -> str | None:
+    """The file's sha256, or None if it cannot be read any more."""
     try:
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError:
+        return file_sha256(path)
+    except AudioError:
         return None
