@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import sys
 from contextlib import contextmanager
 
@@ -15,12 +16,13 @@ from melstore.runtime import pin_threads, retain_freed_memory
 def snakemake_job(snakemake):
     """Tune the process, log to the rule's log file, and turn expected errors into one line.
 
-    Must be entered before numpy is imported. A :class:`MelstoreError` (bad
+    Must be entered before numpy and h5py are imported. A :class:`MelstoreError` (bad
     input, bad configuration) or a full disk ends the job with a one-line
     message and no traceback; anything else is a bug and keeps its traceback.
     """
     pin_threads(snakemake.threads)
     retain_freed_memory()
+    _set_hdf5_file_locking(snakemake.config.get("hdf5_file_locking"))
     handler = (
         logging.FileHandler(snakemake.log[0], mode="w")
         if snakemake.log
@@ -30,6 +32,7 @@ def snakemake_job(snakemake):
     logger = logging.getLogger("melstore")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.info("HDF5_USE_FILE_LOCKING=%s", os.environ.get("HDF5_USE_FILE_LOCKING", "(default)"))
     try:
         yield logger
     except MelstoreError as err:
@@ -38,6 +41,12 @@ def snakemake_job(snakemake):
         if err.errno != errno.ENOSPC and "No space left on device" not in str(err):
             raise
         _fail(logger, f"disk full (no space left on device) while writing {snakemake.output}")
+
+
+def _set_hdf5_file_locking(enabled: bool | None) -> None:
+    # HDF5 reads this variable when it opens a file; None leaves the user's choice.
+    if enabled is not None:
+        os.environ["HDF5_USE_FILE_LOCKING"] = "TRUE" if enabled else "FALSE"
 
 
 def _fail(logger: logging.Logger, message: str) -> None:

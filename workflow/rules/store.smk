@@ -9,7 +9,6 @@ rule gather:
         f"{LOGS}/gather/{{featureset}}.log",
     benchmark:
         f"benchmarks/{plan.dataset}/gather/{{featureset}}.tsv"
-    localrule: True
     conda:
         "../../envs/melstore.yaml"
     params:
