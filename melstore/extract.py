@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import multiprocessing
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from melstore.audio import decode, file_sha256
 from melstore.errors import AudioError
 from melstore.features import FeatureExtractor, FeatureParams, Frontend
-from melstore.store import FAILURE_COLUMNS, StoreWriter, library_versions
+from melstore.store import FAILURE_COLUMNS, OpenStores, StoreWriter, library_versions, read_columns
 
 log = logging.getLogger("melstore")
 
@@ -29,6 +35,16 @@ COMPUTED_COLUMNS = {
     "peak_db": "float64",
     "source_sha256": "str",
 }
+# A shard's metadata: the computed columns, then the version of the source file
+# they came from, so that a rerun can reuse them (shard-only: the store must not
+# depend on mtimes).
+SHARD_COLUMNS = {
+    "clip_id": "str",
+    "path": "str",
+    **COMPUTED_COLUMNS,
+    "source_size": "int64",
+    "source_mtime_ns": "int64",
+}
 
 
 def extract_shard(
@@ -40,6 +56,9 @@ def extract_shard(
     out_path: str | Path,
     feature_set: str,
     on_error: str = "skip",
+    processes: int = 1,
+    code: str = "",
+    reusable: Sequence[str | Path] = (),
 ) -> None:
     """Compute the features of a list of files into one shard file.
 
@@ -60,6 +79,18 @@ def extract_shard(
         Name recorded in the shard's attributes.
     on_error : {'skip', 'fail'}
         ``skip`` records a failure row and goes on; ``fail`` raises.
+    processes : int
+        Worker processes, forked after the imports so that each costs
+        milliseconds, not the 0.3 s of a new job.
+    code : str
+        Fingerprint of the extraction code, recorded so that a later run can
+        tell whether this shard's clips may be reused.
+    reusable : sequence of str or Path
+        Earlier shard files of this feature set: this shard's own previous
+        version, or shards it was split from or merged from. A clip whose file
+        has the same path, size and mtime, in a shard built with the same
+        parameters, library versions and code, is copied instead of computed,
+        so one changed file costs one decode, not a whole shard.
 
     Raises
     ------
@@ -67,61 +98,160 @@ def extract_shard(
         With ``on_error='fail'``, for the first unusable file, naming it.
     """
     p = FeatureParams.from_dict(params)
+    build = {"params": p.to_dict(), "versions": library_versions(), "code": code}
     frontend = Frontend.load(frontend_path, p)
-    extractor = FeatureExtractor(frontend)
-    progress = _Progress(Path(out_path).stem, total=len(entries))
+    sources = [_source_stat(root, path, problem) for _, path, problem in entries]
+    reuse = _ReuseIndex(reusable, build=build)  # read and closed before the pool forks
+    todo = [
+        (clip_id, path, problem)
+        for (clip_id, path, problem), stat in zip(entries, sources, strict=True)
+        if reuse.find(clip_id, path, stat) is None
+    ]
+    progress = _Progress(Path(out_path).stem, total=len(todo), reused=len(entries) - len(todo))
     records, failures = [], []
-    with StoreWriter(out_path, n_bins=p.n_bins, n_frames=p.n_frames) as writer:
-        for clip_id, path, problem in entries:
-            try:
-                if problem:
-                    raise AudioError(problem)
-                source = Path(root) / path
-                checksum = file_sha256(source)  # also reports unreadable files
-                y, info = decode(source, max_duration=p.duration)
-                clip = extractor(y, sr=info.sample_rate)
-                if not np.isfinite(clip.features).all():
-                    raise AudioError("features are not finite")
-            except AudioError as err:
+    with (
+        _computed_in_order(todo, root=root, frontend=frontend, processes=processes) as computed,
+        StoreWriter(out_path, n_bins=p.n_bins, n_frames=p.n_frames) as writer,
+        OpenStores() as shards,
+    ):
+        for (clip_id, path, _), stat in zip(entries, sources, strict=True):
+            previous = reuse.find(clip_id, path, stat)
+            if previous is not None:
+                reuse.copy(previous, shards, writer)
+                records.append(previous.record)
+                continue
+            outcome = next(computed)
+            if isinstance(outcome, str):
                 if on_error == "fail":
-                    raise AudioError(f"{path}: {err}") from None
-                failures.append((clip_id, path, str(err)))
-                log.warning("%s: %s", path, err)
+                    raise AudioError(f"{path}: {outcome}")
+                failures.append((clip_id, path, outcome))
+                log.warning("%s: %s", path, outcome)
                 progress.update(failed=True)
                 continue
-            writer.append(clip.features)
-            records.append(
-                (
-                    clip_id,
-                    path,
-                    info.sample_rate,
-                    info.channels,
-                    info.format,
-                    info.subtype,
-                    info.duration,
-                    clip.n_samples_valid,
-                    clip.n_frames_valid,
-                    clip.peak_db,
-                    checksum,
-                )
-            )
+            features, record = outcome
+            writer.append(features)
+            records.append((clip_id, path, *record, *stat))
             progress.update()
         writer.finish(
             metadata=computed_table(records),
             failures=dict(zip(FAILURE_COLUMNS, _columns(failures, 3), strict=True)),
-            attrs={
-                "feature_set": feature_set,
-                "params": p.to_dict(),
-                "versions": library_versions(),
-            },
+            attrs={"feature_set": feature_set, **build},
             axes=axes(frontend, n_frames=p.n_frames or max(writer.frame_counts, default=0)),
         )
     progress.done()
 
 
+def _source_stat(root: str | Path, path: str, problem: str) -> tuple[int, int]:
+    """(size, mtime in ns) of a source file; (-1, -1) where there is none to reuse."""
+    if problem:
+        return (-1, -1)
+    try:
+        stat = os.stat(Path(root) / path)
+    except OSError:
+        return (-1, -1)
+    return (stat.st_size, stat.st_mtime_ns)
+
+
+# The worker processes' state, set before they fork (fork copies it for free).
+_worker: dict = {}
+
+
+def _compute_clip(entry: tuple[str, str, str]) -> str | tuple[np.ndarray, tuple]:
+    """One clip's features and computed columns, or the reason it failed."""
+    clip_id, path, problem = entry
+    p = _worker["extractor"].params
+    try:
+        if problem:
+            raise AudioError(problem)
+        source = Path(_worker["root"]) / path
+        checksum = file_sha256(source)  # also reports unreadable files
+        y, info = decode(source, max_duration=p.duration)
+        clip = _worker["extractor"](y, sr=info.sample_rate)
+        if not np.isfinite(clip.features).all():
+            raise AudioError("features are not finite")
+    except AudioError as err:
+        return str(err)
+    record = (
+        info.sample_rate,
+        info.channels,
+        info.format,
+        info.subtype,
+        info.duration,
+        clip.n_samples_valid,
+        clip.n_frames_valid,
+        clip.peak_db,
+        checksum,
+    )
+    return clip.features, record
+
+
+@contextmanager
+def _computed_in_order(todo, *, root, frontend: Frontend, processes: int) -> Iterator:
+    """Outcomes of :func:`_compute_clip` for ``todo``, in order, from a fork pool if it pays."""
+    _worker.update(root=root, extractor=FeatureExtractor(frontend))
+    if processes <= 1 or len(todo) < 2 * processes:
+        yield map(_compute_clip, todo)
+        return
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        yield pool.imap(_compute_clip, todo, chunksize=4)
+
+
+class _ReuseIndex:
+    """Clips of earlier shard files that may be copied instead of computed."""
+
+    @dataclass(frozen=True)
+    class Clip:
+        shard: str
+        row: int
+        record: tuple
+        frames: tuple[int, int] | None  # (offset, count) in a concatenated shard
+
+    def __init__(self, paths: Sequence[str | Path], *, build: dict):
+        self.clips: dict[tuple, _ReuseIndex.Clip] = {}
+        for path in map(str, paths):
+            try:
+                with h5py.File(path, "r") as shard:
+                    if self._built_alike(shard, build):
+                        self._add(path, read_columns(shard, "metadata"))
+            except OSError:
+                continue  # vanished, or not a complete HDF5 file: nothing to reuse
+
+    @staticmethod
+    def _built_alike(shard: h5py.File, build: dict) -> bool:
+        attrs = shard.attrs
+        return (
+            attrs.get("code") == build["code"]
+            and set(SHARD_COLUMNS) <= set(json.loads(shard["metadata"].attrs["columns"]))
+            and json.loads(attrs["params"]) == build["params"]
+            and json.loads(attrs["versions"]) == build["versions"]
+        )
+
+    def _add(self, path: str, table: dict[str, np.ndarray]) -> None:
+        rows = zip(*(table[column].tolist() for column in SHARD_COLUMNS), strict=True)
+        offsets, counts = table.get("frame_offset"), table.get("n_frames")
+        for row, record in enumerate(rows):
+            frames = None if offsets is None else (int(offsets[row]), int(counts[row]))
+            key = (record[0], record[1], record[-2], record[-1])  # id, path, size, mtime
+            self.clips[key] = _ReuseIndex.Clip(path, row, record, frames)
+
+    def find(self, clip_id: str, path: str, stat: tuple[int, int]) -> _ReuseIndex.Clip | None:
+        """The earlier clip with this id, path, size and mtime, if any."""
+        return None if stat[0] < 0 else self.clips.get((clip_id, path, *stat))
+
+    @staticmethod
+    def copy(clip: _ReuseIndex.Clip, shards: OpenStores, writer: StoreWriter) -> None:
+        """Append a clip's features to ``writer``, as raw bytes where the layout allows."""
+        features = shards.features(clip.shard)
+        if clip.frames is None:
+            writer.append_chunk(features.id.read_direct_chunk((clip.row, 0, 0))[1])
+        else:
+            start, count = clip.frames
+            writer.append(features[:, start : start + count])
+
+
 def computed_table(records: Sequence[tuple]) -> dict[str, np.ndarray]:
-    """Rows of (clip_id, path, *computed columns) as typed columns."""
-    dtypes = {"clip_id": "str", "path": "str", **COMPUTED_COLUMNS}
+    """Rows of a shard's metadata (:data:`SHARD_COLUMNS`) as typed columns."""
+    dtypes = SHARD_COLUMNS
     return {
         name: np.asarray(values, dtype=object if dtype == "str" else dtype)
         for (name, dtype), values in zip(
@@ -145,8 +275,8 @@ def axes(frontend: Frontend, *, n_frames: int) -> dict[str, np.ndarray]:
 class _Progress:
     """Log files done / total and the rate, at most every few seconds."""
 
-    def __init__(self, name: str, *, total: int, every_seconds: float = 5.0):
-        self.name, self.total, self.every = name, total, every_seconds
+    def __init__(self, name: str, *, total: int, reused: int, every_seconds: float = 5.0):
+        self.name, self.total, self.reused, self.every = name, total, reused, every_seconds
         self.done_count = self.failed = 0
         self.start = self.last = time.monotonic()
 
@@ -164,10 +294,11 @@ class _Progress:
     def _log(self, now: float) -> None:
         rate = self.done_count / max(now - self.start, 1e-9)
         log.info(
-            "%s: %d/%d files (%.1f files/s), %d failed",
+            "%s: %d/%d files computed (%.1f files/s), %d failed, %d reused unchanged",
             self.name,
             self.done_count,
             self.total,
             rate,
             self.failed,
+            self.reused,
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from melstore.errors import MelstoreError
 from melstore.extract import COMPUTED_COLUMNS, axes, computed_table
 from melstore.features import FeatureParams, Frontend
 from melstore.manifest import Manifest
-from melstore.store import FAILURE_COLUMNS, StoreWriter, open_store, read_group
+from melstore.store import FAILURE_COLUMNS, OpenStores, StoreWriter, open_store, read_group
 
 
 def gather_store(
@@ -58,7 +57,7 @@ def gather_store(
     _check_success(n_clips, manifest, failed, min_success=min_success, out_path=out_path)
     with (
         StoreWriter(out_path, n_bins=p.n_bins, n_frames=p.n_frames, n_clips=n_clips) as writer,
-        _OpenShards() as shards,
+        OpenStores() as shards,
     ):
         for row, clip_id in enumerate(manifest.table["clip_id"]):
             if clip_id in index:
@@ -151,29 +150,3 @@ def _metadata(manifest: Manifest, stored_rows: list[int], computed: dict) -> pd.
     by_id = by_id.set_index("clip_id")
     computed_part = by_id.loc[table["clip_id"], list(COMPUTED_COLUMNS)].reset_index(drop=True)
     return pd.concat([table, computed_part], axis=1)
-
-
-class _OpenShards:
-    """Keep recently used shard files open (shard_size=1 means thousands of them)."""
-
-    def __init__(self, max_open: int = 128):
-        self.max_open = max_open
-        self.files: OrderedDict[str, tuple[h5py.File, h5py.Dataset]] = OrderedDict()
-
-    def features(self, path: str) -> h5py.Dataset:
-        """The ``features`` dataset of a shard, opening the file if needed."""
-        if path in self.files:
-            self.files.move_to_end(path)
-        else:
-            if len(self.files) >= self.max_open:
-                self.files.popitem(last=False)[1][0].close()
-            handle = h5py.File(path, "r")
-            self.files[path] = (handle, handle["features"])
-        return self.files[path][1]
-
-    def __enter__(self) -> _OpenShards:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle, _ in self.files.values():
-            handle.close()

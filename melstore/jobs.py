@@ -20,7 +20,7 @@ def snakemake_job(snakemake):
     input, bad configuration) or a full disk ends the job with a one-line
     message and no traceback; anything else is a bug and keeps its traceback.
     """
-    pin_threads(snakemake.threads)
+    pin_threads(1)  # parallel work is done by processes (see extract), never threads
     retain_freed_memory()
     _set_hdf5_file_locking(snakemake.config.get("hdf5_file_locking"))
     handler = (

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 KEY_BITS = 64
 
@@ -59,3 +60,20 @@ def _split(keyed: list[tuple[str, int]], depth: int, shard_size: int, out: dict)
     split_at = next((i for i, (key, _) in enumerate(keyed) if key[depth] == "1"), len(keyed))
     _split(keyed[:split_at], depth + 1, shard_size, out)
     _split(keyed[split_at:], depth + 1, shard_size, out)
+
+
+def related_shard_files(shard_file: str | Path) -> list[Path]:
+    """Existing shard files on the same trie path as ``shard_file``.
+
+    That is the file itself (its previous build), the shards it was split from
+    (its prefixes) and the shards it was merged from (names it prefixes): the
+    only earlier files that can hold its clips.
+    """
+    path = Path(shard_file)
+    if not path.parent.is_dir():
+        return []
+    return sorted(
+        other
+        for other in path.parent.glob("s*.h5")
+        if path.stem.startswith(other.stem) or other.stem.startswith(path.stem)
+    )

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -239,13 +240,18 @@ def read_group(store: h5py.File, group: str) -> pd.DataFrame:
     """Read a table group of an open store as a DataFrame, in stored order."""
     import pandas as pd
 
+    data = read_columns(store, group)
+    return pd.DataFrame(data, columns=list(data))
+
+
+def read_columns(store: h5py.File, group: str) -> dict[str, np.ndarray]:
+    """Read a table group as numpy columns, in stored order (no pandas import)."""
     node = store[group]
     columns = json.loads(node.attrs["columns"])
-    data = {}
-    for column in columns:
-        dataset = node[column]
-        data[column] = dataset.asstr()[()] if dataset.dtype.kind == "O" else dataset[()]
-    return pd.DataFrame(data, columns=columns)
+    return {
+        column: node[column].asstr()[()] if node[column].dtype.kind == "O" else node[column][()]
+        for column in columns
+    }
 
 
 def check_store(store: h5py.File, path: str | Path) -> None:
@@ -257,3 +263,29 @@ def check_store(store: h5py.File, path: str | Path) -> None:
         raise MelstoreError(
             f"{path} has store layout version {version}; this melstore reads {LAYOUT_VERSION}"
         )
+
+
+class OpenStores:
+    """Keep recently used shard files open for reading (shard_size=1 means thousands)."""
+
+    def __init__(self, max_open: int = 128):
+        self.max_open = max_open
+        self.files: OrderedDict[str, tuple[h5py.File, h5py.Dataset]] = OrderedDict()
+
+    def features(self, path: str) -> h5py.Dataset:
+        """The ``features`` dataset of a shard, opening the file if needed."""
+        if path in self.files:
+            self.files.move_to_end(path)
+        else:
+            if len(self.files) >= self.max_open:
+                self.files.popitem(last=False)[1][0].close()
+            handle = h5py.File(path, "r")
+            self.files[path] = (handle, handle["features"])
+        return self.files[path][1]
+
+    def __enter__(self) -> OpenStores:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle, _ in self.files.values():
+            handle.close()

@@ -4,6 +4,7 @@ from melstore.jobs import snakemake_job
 
 with snakemake_job(snakemake):
     from melstore.extract import extract_shard
+    from melstore.shards import related_shard_files
 
     extract_shard(
         entries=snakemake.params.entries,
@@ -15,4 +16,7 @@ with snakemake_job(snakemake):
         # from the config, not params: a shard's content does not depend on it,
         # and the gather enforces on_error over shards built before a change
         on_error=snakemake.config["on_error"],
+        processes=snakemake.threads,
+        code=snakemake.params.code,
+        reusable=related_shard_files(snakemake.output[0]),
     )

@@ -2,9 +2,11 @@
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO, run_snakemake, tone, write_audio
@@ -52,6 +54,17 @@ def sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def computed_and_reused(workdir, shard_files):
+    """Clips computed and clips copied unchanged, summed over the jobs of these shards."""
+    computed = reused = 0
+    for shard_file in shard_files:
+        log = workdir / "logs/inc/extract" / Path(shard_file).parent.name / Path(shard_file).stem
+        line = log.with_suffix(".log").read_text().splitlines()[-1]
+        match = re.search(r"(\d+)/\d+ files computed .* (\d+) reused unchanged", line)
+        computed, reused = computed + int(match[1]), reused + int(match[2])
+    return computed, reused
+
+
 @pytest.fixture
 def built(tmp_path):
     root, workdir = tmp_path / "data", tmp_path / "work"
@@ -71,6 +84,11 @@ def test_parameter_change_reruns_only_that_feature_set(built):
     }
     assert sha256(workdir / "results/inc/a.h5") == store_a
     assert read_table(workdir / "results/inc/b.h5").shape[0] == N_FILES
+    # clips built with other parameters are never reused
+    assert computed_and_reused(workdir, rewritten(before, after, "results/inc/shards/b/")) == (
+        N_FILES,
+        0,
+    )
 
 
 def test_adding_a_file_reruns_at_most_two_shards_per_set(built):
@@ -80,8 +98,12 @@ def test_adding_a_file_reruns_at_most_two_shards_per_set(built):
     run_snakemake(workdir, config(root))
     after = outputs(workdir)
     for name in ("a", "b"):
-        assert 1 <= len(rewritten(before, after, f"results/inc/shards/{name}/")) <= 2
+        shards = rewritten(before, after, f"results/inc/shards/{name}/")
+        assert 1 <= len(shards) <= 2
         assert "class1/new.wav" in set(read_table(workdir / f"results/inc/{name}.h5")["path"])
+        # only the new file is decoded, also when its shard split in two
+        computed, reused = computed_and_reused(workdir, shards)
+        assert computed == 1 and reused >= 1
 
 
 def test_removing_a_file_removes_its_row_and_reruns_one_shard(built):
@@ -91,9 +113,11 @@ def test_removing_a_file_removes_its_row_and_reruns_one_shard(built):
     run_snakemake(workdir, config(root))
     after = outputs(workdir)
     for name in ("a", "b"):
-        assert len(rewritten(before, after, f"results/inc/shards/{name}/")) == 1
+        shards = rewritten(before, after, f"results/inc/shards/{name}/")
+        assert len(shards) == 1
         paths = set(read_table(workdir / f"results/inc/{name}.h5")["path"])
         assert "class0/clip03.wav" not in paths and len(paths) == N_FILES - 1
+        assert computed_and_reused(workdir, shards)[0] == 0
 
 
 def test_modifying_a_file_reruns_its_shard_and_updates_its_row(built):
@@ -104,9 +128,19 @@ def test_modifying_a_file_reruns_its_shard_and_updates_its_row(built):
     run_snakemake(workdir, config(root))
     after = outputs(workdir)
     new = read_table(workdir / "results/inc/a.h5").set_index("path").loc["class2/clip05.wav"]
-    assert len(rewritten(before, after, "results/inc/shards/a/")) == 1
+    shards = rewritten(before, after, "results/inc/shards/a/")
+    assert len(shards) == 1
     assert new["source_sha256"] == sha256(root / "class2/clip05.wav") != old["source_sha256"]
     assert new["peak_db"] < old["peak_db"] - 10
+    # one decode; the shard's other clips are copied, and the result is a clean build's
+    computed, reused = computed_and_reused(workdir, shards)
+    assert computed == 1 and reused >= 1
+    clean = workdir.parent / "clean"
+    run_snakemake(clean, config(root))
+    for name in ("a", "b"):
+        assert sha256(workdir / f"results/inc/{name}.h5") == sha256(
+            clean / f"results/inc/{name}.h5"
+        )
 
 
 def test_workflow_refactors_and_docs_do_not_rerun_anything(tmp_path):

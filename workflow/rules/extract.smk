@@ -19,16 +19,18 @@ rule extract:
         frontend=rules.frontend.output[0],
         generated=plan.generated_files(),
     output:
-        f"{RESULTS}/shards/{{featureset}}/{{shard}}.h5",
+        # update: kept until the job replaces it, so that unchanged clips are copied
+        update(f"{RESULTS}/shards/{{featureset}}/{{shard}}.h5"),
     log:
         f"{LOGS}/extract/{{featureset}}/{{shard}}.log",
     benchmark:
         f"benchmarks/{plan.dataset}/extract/{{featureset}}/{{shard}}.tsv"
     conda:
         "../../envs/melstore.yaml"
-    threads: 1
+    # worker processes forked inside the job; Snakemake lowers this to --cores
+    threads: 8
     resources:
-        mem_mb=300,
+        mem_mb=lambda wildcards, threads: 100 + 100 * threads,
     params:
         entries=lambda wildcards: plan.shard_entries(wildcards.shard),
         sources=lambda wildcards: plan.shard_sources(wildcards.shard),
