@@ -61,6 +61,7 @@ def test_demo_through_slurm_matches_a_local_build_byte_for_byte(tmp_path):
         on_slurm,
         CONFIG,
         "--profile", str(REPO / "profiles/slurm"),
+        "--set-threads", "extract=2",  # the local node has 2 CPUs; the profile asks for 4
         # Short status-check intervals keep the test small; clusters keep the defaults.
         "--slurm-init-seconds-before-status-checks", "1",
         "--seconds-between-status-checks", "1",
