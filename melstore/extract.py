@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from melstore.audio import decode, file_sha256
+from melstore.audio import decode, file_checksum
 from melstore.errors import AudioError
 from melstore.features import FeatureExtractor, FeatureParams, Frontend
 from melstore.store import FAILURE_COLUMNS, OpenStores, StoreWriter, library_versions, read_columns
@@ -33,7 +33,7 @@ COMPUTED_COLUMNS = {
     "n_samples_valid": "int64",
     "n_frames_valid": "int64",
     "peak_db": "float64",
-    "source_sha256": "str",
+    "source_xxh128": "str",
 }
 # A shard's metadata: the computed columns, then the version of the source file
 # they came from, so that a rerun can reuse them (shard-only: the store must not
@@ -164,7 +164,7 @@ def _compute_clip(entry: tuple[str, str, str]) -> str | tuple[np.ndarray, tuple]
         if problem:
             raise AudioError(problem)
         source = Path(_worker["root"]) / path
-        checksum = file_sha256(source)  # also reports unreadable files
+        checksum = file_checksum(source)  # also reports unreadable files
         y, info = decode(source, max_duration=p.duration)
         clip = _worker["extractor"](y, sr=info.sample_rate)
         if not np.isfinite(clip.features).all():

@@ -46,7 +46,7 @@ RESERVED_COLUMNS = (
     "n_samples_valid",
     "n_frames_valid",
     "peak_db",
-    "source_sha256",
+    "source_xxh128",
     "frame_offset",
     "n_frames",
 )

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from melstore.audio import file_sha256
+from melstore.audio import file_checksum
 from melstore.errors import AudioError
 from melstore.manifest import build_manifest
 from melstore.store import open_store, read_group
@@ -43,10 +43,10 @@ def verify_sources(store: str | Path, *, root: str | Path | None = None) -> list
         stored = read_group(f, "metadata")
         known = set(stored["path"]) | set(read_group(f, "failures")["path"])
     with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL
-        hashes = pool.map(lambda path: _sha256(root / path), stored["path"])
+        hashes = pool.map(lambda path: _checksum(root / path), stored["path"])
         changes = [
             SourceChange("missing" if now is None else "changed", path)
-            for path, then, now in zip(stored["path"], stored["source_sha256"], hashes, strict=True)
+            for path, then, now in zip(stored["path"], stored["source_xxh128"], hashes, strict=True)
             if now != then
         ]
     current = build_manifest(root, layout, metadata_csv).table
@@ -55,9 +55,9 @@ def verify_sources(store: str | Path, *, root: str | Path | None = None) -> list
     return changes
 
 
-def _sha256(path: Path) -> str | None:
-    """The file's sha256, or None if it cannot be read any more."""
+def _checksum(path: Path) -> str | None:
+    """The file's checksum, or None if it cannot be read any more."""
     try:
-        return file_sha256(path)
+        return file_checksum(path)
     except AudioError:
         return None

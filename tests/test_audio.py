@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+import xxhash
 from conftest import tone, write_audio
 
-from melstore.audio import decode, downmix, file_sha256, fix_length, resample
+from melstore.audio import decode, downmix, file_checksum, fix_length, resample
 from melstore.errors import AudioError
 
 # (container, subtype, sample rate, channels, tolerance of the decoded samples)
@@ -75,13 +76,14 @@ def test_decode_rejects_a_header_without_frames(tmp_path):
         decode(path.read_bytes())
 
 
-def test_file_sha256_reports_missing_files_and_hashes_bytes(tmp_path):
+def test_file_checksum_reports_missing_files_and_streams_whole_files(tmp_path):
     with pytest.raises(AudioError, match="file not found"):
-        file_sha256(tmp_path / "missing.wav")
-    (tmp_path / "a.bin").write_bytes(b"abc")
-    assert file_sha256(tmp_path / "a.bin") == (
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    )
+        file_checksum(tmp_path / "missing.wav")
+    (tmp_path / "abc").write_bytes(b"abc")
+    assert file_checksum(tmp_path / "abc") == "06b05ab6733a618578af5f94892f3950"  # xxh128sum
+    data = np.random.default_rng(0).bytes(3_000_001)  # several read blocks
+    (tmp_path / "big").write_bytes(data)
+    assert file_checksum(tmp_path / "big") == xxhash.xxh3_128(data).hexdigest()
 
 
 def test_resample_matches_librosa_length_and_values():
