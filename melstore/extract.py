@@ -71,7 +71,7 @@ def extract_shard(
     extractor = FeatureExtractor(frontend)
     progress = _Progress(Path(out_path).stem, total=len(entries))
     records, failures = [], []
-    with StoreWriter(out_path, n_bins=p.n_bins, n_frames=p.n_frames) as writer:
+    with StoreWriter(out_path, n_bins=p.n_bins, n_frames=p.n_frames, channels=p.channels) as writer:
         for clip_id, path, problem in entries:
             try:
                 if problem:
