@@ -131,7 +131,7 @@ def pooled_features(
     if store.attrs["features_layout"] == "concatenated":
         offsets, counts = metadata["frame_offset"].to_numpy(), metadata["n_frames"].to_numpy()
         blocks = [
-            _pool(features[None, :, start : start + count], np.array([count]))
+            _pool(features[:, start : start + count][None], np.array([count]))
             for start, count in zip(offsets, counts, strict=True)
         ]
         return np.concatenate(blocks) if blocks else np.empty((0, 2 * features.shape[0]))
@@ -159,8 +159,8 @@ def clip_folds(metadata: pd.DataFrame, labels: np.ndarray) -> np.ndarray:
 
     Without a ``fold`` column, the clips of each class are ordered by the
     sha256 of their clip id and dealt out in turn to ``FALLBACK_FOLDS`` folds,
-    so every fold holds about the same share of every class, and a clip keeps
-    its fold when other clips come and go.
+    so every fold holds about the same share of every class. The split
+    depends only on the clip ids and labels, never on row order or chance.
     """
     if FOLD_COLUMN in metadata:
         return metadata[FOLD_COLUMN].to_numpy()

@@ -215,16 +215,13 @@ def _checked(p: FeatureParams, where: str) -> FeatureParams:
             raise fail("fmax", f"{p.fmax} exceeds the Nyquist frequency sr/2 = {p.sr / 2}")
         if p.fmin >= p.fmax:
             raise fail("fmin", f"{p.fmin} must be below fmax={p.fmax}")
-    if p.deltas:
-        if p.duration is None:
-            raise fail(
-                "deltas",
-                "needs a fixed duration: the concatenated layout of duration null "
-                "has no channel axis",
-            )
-        if p.delta_width % 2 == 0 or p.delta_width > p.n_frames:
-            raise fail(
-                "delta_width",
-                f"{p.delta_width} must be odd and at most the {p.n_frames} frames of a clip",
-            )
+    if p.delta_width % 2 == 0:
+        raise fail("delta_width", f"{p.delta_width} must be odd")
+    if p.deltas and p.duration is None:
+        raise fail(
+            "deltas",
+            "needs a fixed duration: the concatenated layout of duration null has no channel axis",
+        )
+    if p.deltas and p.delta_width > p.n_frames:
+        raise fail("delta_width", f"{p.delta_width} exceeds the {p.n_frames} frames of a clip")
     return p
