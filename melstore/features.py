@@ -35,6 +35,8 @@ from melstore.audio import fix_length, resample
 from melstore.errors import ConfigError
 from melstore.files import atomic_path
 
+PEAK_FLOOR_DB = -100.0  # a clip's peak_db when it holds no power: 10 log10(1e-10)
+
 
 @dataclass(frozen=True)
 class FeatureParams:
@@ -231,8 +233,7 @@ class FeatureExtractor:
         if p.deltas:
             features = np.stack([features, delta(features, width=p.delta_width)])
         n_frames_valid = min(p.frames_for(n_valid), features.shape[-1])
-        peak_db = 10.0 * math.log10(max(p.amin, peak))
-        return ClipFeatures(features, n_valid, n_frames_valid, peak_db)
+        return ClipFeatures(features, n_valid, n_frames_valid, _decibels(peak, power=p.power))
 
     def power_spectrogram(self, y: np.ndarray) -> np.ndarray:
         """Mel power or magnitude, or PSD (``logspec``), float32 (n_bins, n_frames)."""
@@ -274,6 +275,16 @@ class FeatureExtractor:
         if p.top_db is not None:
             db = np.maximum(db, db.max() - np.float32(p.top_db))
         return db.astype(np.float32, copy=False)
+
+
+def _decibels(value: float, *, power: float) -> float:
+    """dB of a spectrogram value (``|X| ** power``), floored at -100 dB like silence.
+
+    Independent of ``amin``, which is a log offset for ``vggish`` (0.01).
+    """
+    if value <= 0:
+        return PEAK_FLOOR_DB
+    return max(PEAK_FLOOR_DB, 20.0 / power * math.log10(value))
 
 
 def delta(features: np.ndarray, *, width: int) -> np.ndarray:
