@@ -10,6 +10,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/store.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

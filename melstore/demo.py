@@ -113,9 +113,10 @@ def synthesize(class_id: int, *, sr: int, duration: float, channels: int, seed: 
     kind = CLASSES[class_id]
     if kind == "tone":
         y = np.sin(2 * np.pi * rng.uniform(400, 900) * t)
-    elif kind == "sweep":
-        f0, f1 = rng.uniform(150, 300), rng.uniform(2500, 3500)
-        y = np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * max(duration, 1e-3))))
+    elif kind == "sweep":  # up and down between f0 and f1, so any excerpt covers the range
+        f0, f1, period = rng.uniform(150, 300), rng.uniform(2500, 3500), rng.uniform(0.4, 0.6)
+        triangle = 1 - np.abs(2 * (t / period % 1) - 1)
+        y = np.sin(2 * np.pi * np.cumsum(f0 + (f1 - f0) * triangle) / sr)
     elif kind == "noise":
         y = rng.standard_normal(len(t)) * 0.5
     elif kind == "clicks":
@@ -124,10 +125,13 @@ def synthesize(class_id: int, *, sr: int, duration: float, channels: int, seed: 
     elif kind == "hum":
         f0 = rng.choice([50.0, 60.0])
         y = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6))
-    else:  # chirps: short frequency-modulated bursts around 2-3 kHz
-        carrier = np.sin(2 * np.pi * (2400 * t + 300 * np.sin(2 * np.pi * 18 * t)))
+    else:  # chirps: short bursts of 2400 +- 300 Hz, frequency-modulated at 18 Hz
+        swing = 300 / (2 * np.pi * 18)  # phase deviation (cycles) giving +-300 Hz
+        carrier = np.sin(2 * np.pi * (2400 * t + swing * np.sin(2 * np.pi * 18 * t)))
         y = carrier * (np.sin(2 * np.pi * rng.uniform(3, 6) * t) > 0.3)
     y = y / max(np.max(np.abs(y)), 1e-9) * rng.uniform(0.1, 0.8)
-    y = y + rng.standard_normal(len(t)) * 0.002
+    # a background at -40 dBFS, above the 8-bit and ADPCM noise floors, so that the
+    # file format does not decide how a clip's quiet parts look
+    y = y + rng.standard_normal(len(t)) * 0.01
     stereo = np.stack([y, y * rng.uniform(0.6, 1.0)], axis=1)
     return np.clip(stereo[:, :channels], -1, 1).astype(np.float32)

@@ -18,7 +18,14 @@ import numpy as np
 from melstore.audio import decode, file_checksum
 from melstore.errors import AudioError
 from melstore.features import FeatureExtractor, FeatureParams, Frontend
-from melstore.store import FAILURE_COLUMNS, OpenStores, StoreWriter, library_versions, read_columns
+from melstore.store import (
+    FAILURE_COLUMNS,
+    OpenStores,
+    StoreWriter,
+    chunk_offset,
+    library_versions,
+    read_columns,
+)
 
 log = logging.getLogger("melstore")
 
@@ -111,7 +118,7 @@ def extract_shard(
     records, failures = [], []
     with (
         _computed_in_order(todo, root=root, frontend=frontend, processes=processes) as computed,
-        StoreWriter(out_path, n_bins=p.n_bins, n_frames=p.n_frames) as writer,
+        StoreWriter(out_path, n_bins=p.n_bins, n_frames=p.n_frames, channels=p.channels) as writer,
         OpenStores() as shards,
     ):
         for (clip_id, path, _), stat in zip(entries, sources, strict=True):
@@ -243,7 +250,7 @@ class _ReuseIndex:
         """Append a clip's features to ``writer``, as raw bytes where the layout allows."""
         features = shards.features(clip.shard)
         if clip.frames is None:
-            writer.append_chunk(features.id.read_direct_chunk((clip.row, 0, 0))[1])
+            writer.append_chunk(features.id.read_direct_chunk(chunk_offset(features, clip.row))[1])
         else:
             start, count = clip.frames
             writer.append(features[:, start : start + count])

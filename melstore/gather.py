@@ -14,7 +14,14 @@ from melstore.errors import MelstoreError
 from melstore.extract import COMPUTED_COLUMNS, axes, computed_table
 from melstore.features import FeatureParams, Frontend
 from melstore.manifest import Manifest
-from melstore.store import FAILURE_COLUMNS, OpenStores, StoreWriter, open_store, read_group
+from melstore.store import (
+    FAILURE_COLUMNS,
+    OpenStores,
+    StoreWriter,
+    chunk_offset,
+    open_store,
+    read_group,
+)
 
 
 def gather_store(
@@ -56,7 +63,9 @@ def gather_store(
     n_clips = sum(clip_id in index for clip_id in manifest.table["clip_id"])
     _check_success(n_clips, manifest, failed, min_success=min_success, out_path=out_path)
     with (
-        StoreWriter(out_path, n_bins=p.n_bins, n_frames=p.n_frames, n_clips=n_clips) as writer,
+        StoreWriter(
+            out_path, n_bins=p.n_bins, n_frames=p.n_frames, channels=p.channels, n_clips=n_clips
+        ) as writer,
         OpenStores() as shards,
     ):
         for row, clip_id in enumerate(manifest.table["clip_id"]):
@@ -66,7 +75,8 @@ def gather_store(
                 if p.n_frames is None:
                     writer.append(_read_clip(features, shard_row, computed[shard_path]))
                 else:
-                    writer.append_chunk(features.id.read_direct_chunk((shard_row, 0, 0))[1])
+                    offset = chunk_offset(features, shard_row)
+                    writer.append_chunk(features.id.read_direct_chunk(offset)[1])
                 stored_rows.append(row)
             elif clip_id in failed:
                 if on_error == "fail":
@@ -92,7 +102,7 @@ def gather_store(
             },
             axes=axes(frontend, n_frames=p.n_frames or max(writer.frame_counts, default=0)),
         )
-    shape = (len(metadata), p.n_bins, p.n_frames or "variable")
+        shape = writer.shape
     summary = f"{out_path}: {len(metadata)} clips, features {shape} float32"
     if len(failures):
         summary += (

@@ -10,63 +10,127 @@ from __future__ import annotations
 from melstore.errors import ConfigError
 from melstore.features import FeatureParams
 
+# librosa's melspectrogram and power_to_db, with every default of librosa 0.11
+# spelled out (defaults drift between versions), on 3 s clips and no deltas.
+_LIBROSA_DEFAULTS = {
+    "kind": "logmel",
+    "sr": 22050,
+    "duration": 3.0,
+    "res_type": "soxr_hq",
+    "n_fft": 2048,
+    "win_length": 2048,
+    "hop_length": 512,
+    "window": "hann",
+    "center": True,
+    "pad_mode": "constant",
+    "n_mels": 128,
+    "fmin": 0.0,
+    "fmax": 11025.0,
+    "htk": False,
+    "norm": "slaney",
+    "power": 2.0,
+    "ref": 1.0,
+    "amin": 1e-10,
+    "top_db": 80.0,
+    "deltas": False,
+    "delta_width": 9,  # librosa.feature.delta's default
+}
+
+# The README ("Paper presets") gives each paper preset's source and deviations.
 PRESETS: dict[str, dict] = {
     # The seed recipe: librosa.load(sr=22050, duration=3) -> melspectrogram
     # -> power_to_db(ref=np.max), with the clip zero-padded to 3 s.
-    "seed": {
-        "kind": "logmel",
-        "sr": 22050,
-        "duration": 3.0,
-        "res_type": "soxr_hq",
-        "n_fft": 2048,
-        "win_length": 2048,
-        "hop_length": 512,
-        "window": "hann",
-        "center": True,
-        "pad_mode": "constant",
-        "n_mels": 128,
-        "fmin": 0.0,
-        "fmax": 11025.0,
-        "htk": False,
-        "norm": "slaney",
-        "power": 2.0,
-        "ref": "max",
-        "amin": 1e-10,
-        "top_db": 80.0,
-    },
+    "seed": {**_LIBROSA_DEFAULTS, "ref": "max"},
     # The seed's scipy recipe: scipy.signal.spectrogram(fs=16000, window='hann',
     # nperseg=320, noverlap=160) -> log(spec + 1e-10), on 3 s zero-padded clips.
     "logspec": {
+        **_LIBROSA_DEFAULTS,
         "kind": "logspec",
         "sr": 16000,
-        "duration": 3.0,
-        "res_type": "soxr_hq",
         "n_fft": 320,
         "win_length": 320,
         "hop_length": 160,
-        "window": "hann",
         "center": False,
-        "pad_mode": "constant",
         "n_mels": None,
         "fmin": None,
         "fmax": None,
         "htk": None,
         "norm": None,
-        "power": 2.0,
         "ref": None,
-        "amin": 1e-10,
+        "top_db": None,
+    },
+    # Piczak 2015: librosa's log-mel of 2015 (reflect padding, logamplitude with
+    # ref_power=1.0, top_db=80) and its delta as a second channel; 5 s = ESC-50.
+    "piczak2015": {
+        **_LIBROSA_DEFAULTS,
+        "duration": 5.0,
+        "n_fft": 1024,
+        "win_length": 1024,
+        "pad_mode": "reflect",
+        "n_mels": 60,
+        "deltas": True,
+    },
+    # Salamon & Bello 2017: 23 ms windows without overlap at 44.1 kHz, 128 bands
+    # over 0-22050 Hz, one 128 x 128 patch (2.972 s = 128 hops) per clip.
+    "salamon2017": {
+        **_LIBROSA_DEFAULTS,
+        "sr": 44100,
+        "duration": 2.972,
+        "n_fft": 1024,
+        "win_length": 1024,
+        "hop_length": 1024,
+        "fmax": 22050.0,
+        "ref": "max",
+    },
+    # VGGish (Hershey et al. 2017, vggish_params.py): 25 ms windows every 10 ms
+    # at 16 kHz in a 512-point FFT, 64 HTK bands 125-7500 Hz, ln(mel + 0.01).
+    "vggish": {
+        **_LIBROSA_DEFAULTS,
+        "kind": "vggish",
+        "sr": 16000,
+        "duration": 5.0,
+        "n_fft": 512,
+        "win_length": 400,
+        "hop_length": 160,
+        "center": False,
+        "n_mels": 64,
+        "fmin": 125.0,
+        "fmax": 7500.0,
+        "htk": True,
+        "norm": None,
+        "power": 1.0,
+        "ref": None,
+        "amin": 0.01,
+        "top_db": None,
+    },
+    # PANNs (Kong et al. 2020, torchlibrosa front end): 32 kHz, 1024 / 320,
+    # 64 bands 50-14000 Hz, reflect padding, power_to_db(ref=1.0, top_db=None).
+    "panns": {
+        **_LIBROSA_DEFAULTS,
+        "sr": 32000,
+        "duration": 5.0,
+        "n_fft": 1024,
+        "win_length": 1024,
+        "hop_length": 320,
+        "pad_mode": "reflect",
+        "n_mels": 64,
+        "fmin": 50.0,
+        "fmax": 14000.0,
         "top_db": None,
     },
 }
 
+MEL_KINDS = ("logmel", "vggish")
 # Parameters with no meaning for a kind; they must stay null there.
 _UNUSED_BY_KIND = {
     "logspec": ("n_mels", "fmin", "fmax", "htk", "norm", "ref", "top_db"),
     "logmel": (),
+    "vggish": ("norm", "ref", "top_db"),
 }
 _REQUIRED_BY_KIND = {
     "logmel": ("n_mels", "fmin", "htk", "ref"),
     "logspec": (),
+    "vggish": ("n_mels", "fmin", "htk"),
 }
 
 
@@ -117,7 +181,7 @@ def resolve_feature_set(name: str, feature_sets: dict[str, dict]) -> FeaturePara
 
 def _explicit(values: dict) -> dict:
     """Replace librosa's implicit ``fmax=None`` (meaning sr/2) by its value."""
-    if values["kind"] == "logmel" and values.get("fmax") is None:
+    if values["kind"] in MEL_KINDS and values.get("fmax") is None:
         values = {**values, "fmax": values["sr"] / 2}
     return values
 
@@ -144,9 +208,20 @@ def _checked(p: FeatureParams, where: str) -> FeatureParams:
             "logspec follows scipy.signal.spectrogram: power 2, center false, "
             "win_length equal to n_fft",
         )
-    if p.kind == "logmel":
+    if p.kind == "vggish" and (not p.htk or p.center):
+        raise fail("kind", "vggish follows VGGish's mel_features: htk true, center false")
+    if p.kind in MEL_KINDS:
         if p.fmax > p.sr / 2:
             raise fail("fmax", f"{p.fmax} exceeds the Nyquist frequency sr/2 = {p.sr / 2}")
         if p.fmin >= p.fmax:
             raise fail("fmin", f"{p.fmin} must be below fmax={p.fmax}")
+    if p.delta_width % 2 == 0:
+        raise fail("delta_width", f"{p.delta_width} must be odd")
+    if p.deltas and p.duration is None:
+        raise fail(
+            "deltas",
+            "needs a fixed duration: the concatenated layout of duration null has no channel axis",
+        )
+    if p.deltas and p.delta_width > p.n_frames:
+        raise fail("delta_width", f"{p.delta_width} exceeds the {p.n_frames} frames of a clip")
     return p

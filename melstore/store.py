@@ -2,7 +2,9 @@
 
 Layout of a store (``LAYOUT_VERSION`` 1)::
 
-    /features             float32 (N, n_bins, n_frames), one clip per chunk
+    /features             float32 (N, n_bins, n_frames), one clip per chunk;
+                          with deltas (N, 2, n_bins, n_frames): channel 0
+                          the features, channel 1 their delta;
                           or, for variable length (duration: null),
                           float32 (n_bins, total_frames), clips concatenated
                           along time; metadata/frame_offset and
@@ -17,7 +19,10 @@ Layout of a store (``LAYOUT_VERSION`` 1)::
     attributes            format, layout_version, dataset, dataset_layout,
                           dataset_root, dataset_metadata, feature_set,
                           params (JSON), versions (JSON), n_clips, n_failures,
-                          features_layout ("fixed" or "concatenated")
+                          features_layout ("fixed" or "concatenated"),
+                          feature_axes (JSON: the name of each axis of
+                          features), channels (JSON, only with a channel
+                          axis: the name of each channel)
 
 Files are written to a temporary name beside the target and renamed into
 place, so a reader never sees a partial store. Nothing in the file depends on
@@ -29,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,6 +78,9 @@ class StoreWriter:
         Rows of each feature matrix.
     n_frames : int or None
         Frames of each clip, or None for variable-length clips.
+    channels : sequence of str, optional
+        Names of the channels of each clip, for features shaped
+        (n_channels, n_bins, n_frames); fixed-length clips only.
     n_clips : int, optional
         How many clips will be appended, when known: the features dataset is
         then created at its final size instead of growing clip by clip.
@@ -85,12 +93,21 @@ class StoreWriter:
     """
 
     def __init__(
-        self, path: str | Path, *, n_bins: int, n_frames: int | None, n_clips: int | None = None
+        self,
+        path: str | Path,
+        *,
+        n_bins: int,
+        n_frames: int | None,
+        channels: Sequence[str] | None = None,
+        n_clips: int | None = None,
     ):
+        if channels and n_frames is None:
+            raise ValueError("channels need fixed-length clips (n_frames)")
         self.path = Path(path)
         remove_stale_siblings(self.path)
         self.tmp_path = temporary_sibling(self.path)
         self.n_frames = n_frames
+        self.channels = list(channels) if channels else None
         self.frame_counts: list[int] = []
         self._file = h5py.File(self.tmp_path, "w", track_order=False)
         if n_frames is None:
@@ -102,11 +119,12 @@ class StoreWriter:
                 dtype=np.float32,
             )
         else:
+            clip_shape = (len(channels), n_bins, n_frames) if channels else (n_bins, n_frames)
             self._features = self._file.create_dataset(
                 "features",
-                shape=(n_clips or 0, n_bins, n_frames),
-                maxshape=(n_clips, n_bins, n_frames),
-                chunks=(1, n_bins, n_frames),
+                shape=(n_clips or 0, *clip_shape),
+                maxshape=(n_clips, *clip_shape),
+                chunks=(1, *clip_shape),
                 dtype=np.float32,
             )
         self._finished = False
@@ -123,7 +141,7 @@ class StoreWriter:
             self.tmp_path.unlink(missing_ok=True)
 
     def append(self, features: np.ndarray) -> None:
-        """Add the next clip's features, shape (n_bins, n_frames)."""
+        """Add the next clip's features, shape ([n_channels,] n_bins, n_frames)."""
         dataset = self._features
         if self.n_frames is None:
             start = dataset.shape[1]
@@ -144,7 +162,7 @@ class StoreWriter:
         row = len(self.frame_counts)
         if row == self._features.shape[0]:
             self._features.resize(row + 1, axis=0)
-        self._features.id.write_direct_chunk((row, 0, 0), chunk)
+        self._features.id.write_direct_chunk(chunk_offset(self._features, row), chunk)
         self.frame_counts.append(self.n_frames)
 
     def finish(
@@ -183,15 +201,34 @@ class StoreWriter:
             "format": FORMAT,
             "layout_version": LAYOUT_VERSION,
             "features_layout": "concatenated" if self.n_frames is None else "fixed",
+            "feature_axes": self.feature_axes,
+            **({"channels": self.channels} if self.channels else {}),
             "n_clips": len(self.frame_counts),
             "n_failures": len(failures[FAILURE_COLUMNS[0]]),
             **attrs,
         }
         for key, value in all_attrs.items():
             self._file.attrs[key] = (
-                json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
+                json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
             )
         self._finished = True
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of the ``features`` dataset so far."""
+        return self._features.shape
+
+    @property
+    def feature_axes(self) -> list[str]:
+        """The name of each axis of the ``features`` dataset."""
+        if self.n_frames is None:
+            return ["frequency", "time"]
+        return ["clip", *(["channel"] if self.channels else []), "frequency", "time"]
+
+
+def chunk_offset(features: h5py.Dataset, row: int) -> tuple[int, ...]:
+    """Where clip ``row``'s chunk starts in a fixed-length ``features`` dataset."""
+    return (row,) + (0,) * (features.ndim - 1)
 
 
 def _write_table(group: h5py.Group, table: Table) -> None:

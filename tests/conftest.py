@@ -15,6 +15,7 @@ import yaml
 from melstore import demo
 
 REPO = Path(__file__).resolve().parents[1]
+PAPER_PRESETS = ["piczak2015", "salamon2017", "vggish", "panns"]
 
 
 def tone(sr: int, seconds: float, channels: int = 1, freq: float = 440.0, seed: int = 0):
@@ -62,3 +63,16 @@ def demo_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     demo.write(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def demo_evaluated(tmp_path_factory):
+    """The committed config.yaml plus every paper preset, built once with `snakemake evaluate`.
+
+    Returns the work directory, the config and snakemake's result.
+    """
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["features"] = [*config["features"], *PAPER_PRESETS]
+    workdir = tmp_path_factory.mktemp("demo-evaluate")
+    result = run_snakemake(workdir, config, "evaluate")
+    return workdir, config, result

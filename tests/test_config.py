@@ -52,6 +52,15 @@ def test_defaults_are_filled_in_and_every_parameter_is_explicit():
                                                 "Nyquist frequency sr/2 = 11025.0"),
         ({"dataset__generate": None}, "config key 'dataset.root': x is not a directory"),
         ({"dataset__layout": "folder"}, "'dataset.generate': demo writes the urbansound8k"),
+        ({"feature_sets__mine__deltas": True, "feature_sets__mine__duration": None},
+         "'feature_sets.mine.deltas': needs a fixed duration: the concatenated layout"),
+        ({"feature_sets__mine__delta_width": 4}, "'feature_sets.mine.delta_width': 4 must be odd"),
+        ({"feature_sets__mine__deltas": True, "feature_sets__mine__duration": 0.1},
+         "'feature_sets.mine.delta_width': 9 exceeds the 5 frames of a clip"),
+        ({"feature_sets__mine__preset": "vggish", "feature_sets__mine__center": True},
+         "'feature_sets.mine.kind': vggish follows VGGish's mel_features: htk true, center false"),
+        ({"feature_sets__mine__kind": "mfcc"}, "'feature_sets.mine.kind': 'mfcc' is not allowed; "
+                                              "choose one of: logmel, logspec, vggish"),
     ],
 )  # fmt: skip
 def test_config_errors_name_the_key(changes, message):

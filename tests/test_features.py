@@ -7,7 +7,7 @@ import scipy.signal
 from conftest import tone
 
 from melstore.audio import decode
-from melstore.features import FeatureExtractor, FeatureParams, Frontend
+from melstore.features import FeatureExtractor, FeatureParams, Frontend, delta
 from melstore.presets import PRESETS
 
 SEED = FeatureParams.from_dict(PRESETS["seed"])
@@ -125,3 +125,21 @@ def test_frontend_round_trips_and_refuses_other_params(tmp_path):
     np.testing.assert_array_equal(loaded.filterbank, frontend.filterbank)
     with pytest.raises(Exception, match="other parameters"):
         Frontend.load(tmp_path / "f.npz", with_params(SEED, n_mels=64))
+
+
+@pytest.mark.parametrize(("width", "n_frames"), [(3, 40), (9, 216), (9, 9), (5, 6)])
+def test_delta_equals_librosa_delta(width, n_frames):
+    x = np.random.default_rng(width).normal(-40, 15, (2, 7, n_frames)).astype(np.float32)
+    expected = librosa.feature.delta(x, width=width, order=1, axis=-1, mode="interp")
+    ours = delta(x, width=width)
+    assert ours.dtype == np.float32 and ours.shape == x.shape
+    np.testing.assert_allclose(ours, expected, atol=1e-4)
+
+
+def test_deltas_add_a_channel_and_keep_the_valid_length():
+    params = with_params(SEED, deltas=True)
+    clip = FeatureExtractor(Frontend.build(params))(tone(22050, 1.0)[:, 0], sr=22050)
+    assert clip.features.shape == (2, 128, 130)
+    assert clip.n_frames_valid == 1 + 22050 // 512
+    plain = FeatureExtractor(Frontend.build(SEED))(tone(22050, 1.0)[:, 0], sr=22050)
+    np.testing.assert_array_equal(clip.features[0], plain.features)

@@ -82,3 +82,19 @@ def test_a_clip_of_the_wrong_shape_is_refused(tmp_path):
         with StoreWriter(tmp_path / "s.h5", n_bins=3, n_frames=4) as writer:
             writer.append(np.zeros((3, 5), np.float32))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_channels_add_an_axis_and_name_it(tmp_path):
+    with StoreWriter(tmp_path / "d.h5", n_bins=3, n_frames=4, channels=["logmel", "delta"]) as w:
+        w.append(np.ones((2, 3, 4), np.float32))
+        w.finish(metadata={"clip_id": ["a"]}, failures=FAILURES, attrs={}, axes={})
+    with h5py.File(tmp_path / "d.h5") as f:
+        assert f["features"].shape == (1, 2, 3, 4) and f["features"].chunks == (1, 2, 3, 4)
+        assert f.attrs["feature_axes"] == '["clip", "channel", "frequency", "time"]'
+        assert f.attrs["channels"] == '["logmel", "delta"]'
+    write(tmp_path / "s.h5")
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert f.attrs["feature_axes"] == '["clip", "frequency", "time"]'
+        assert "channels" not in f.attrs
+    with pytest.raises(ValueError, match="fixed-length"):
+        StoreWriter(tmp_path / "v.h5", n_bins=3, n_frames=None, channels=["logmel", "delta"])

@@ -1,0 +1,244 @@
+"""A quick linear baseline that checks a store's features, labels and folds line up.
+
+This is not any paper's CNN. It pools each clip's features into the mean and
+standard deviation of every band (and channel) over the clip's valid frames,
+standardises them, and fits a multinomial logistic regression, cross-validated
+over the dataset's own folds. If the features carry the labels and the folds
+are sane, it scores well above chance within seconds; if rows, labels or folds
+were shuffled, it drops to chance.
+
+scikit-learn and matplotlib are an optional extra: ``pip install -e '.[evaluate]'``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from melstore.errors import MelstoreError
+from melstore.files import atomic_path
+from melstore.store import open_store, read_group
+
+EXTRA = "pip install -e '.[evaluate]'"
+# The metadata column holding each layout's class name.
+LABEL_COLUMNS = {"urbansound8k": "class", "esc50": "category", "folder": "label"}
+FOLD_COLUMN = "fold"
+FALLBACK_FOLDS = 5
+RESULT_COLUMNS = ["fold", "n_train", "n_test", "accuracy"]
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    """Per-fold scores and every clip's held-out prediction.
+
+    Attributes
+    ----------
+    folds : pd.DataFrame
+        One row per fold: ``fold, n_train, n_test, accuracy``.
+    classes : list of str
+        The class names, sorted.
+    y_true, y_pred : np.ndarray
+        Each clip's class and its prediction by the model that did not see its fold.
+    """
+
+    folds: pd.DataFrame
+    classes: list[str]
+    y_true: np.ndarray
+    y_pred: np.ndarray
+
+    @property
+    def mean_accuracy(self) -> float:
+        """The mean of the per-fold accuracies."""
+        return float(self.folds["accuracy"].mean())
+
+
+def evaluate_store(path: str | Path, *, batch_size: int = 256) -> BaselineResult:
+    """Cross-validate the linear baseline on one store.
+
+    Parameters
+    ----------
+    path : str or Path
+        A melstore store with a label column (``class`` for UrbanSound8K,
+        ``category`` for ESC-50, ``label`` for folders).
+    batch_size : int
+        Clips read at a time, which bounds the memory used.
+
+    Returns
+    -------
+    BaselineResult
+
+    Raises
+    ------
+    MelstoreError
+        If scikit-learn is missing, the store has no label column, fewer than
+        two classes, or fewer than two folds.
+    """
+    require_extra()
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    with open_store(path) as store:
+        metadata = read_group(store, "metadata")
+        label_column = LABEL_COLUMNS[store.attrs["dataset_layout"]]
+        pooled = pooled_features(store, metadata, batch_size=batch_size)
+    if label_column not in metadata:
+        raise MelstoreError(f"{path}: no label column {label_column!r} in the metadata")
+    labels = metadata[label_column].astype(str).to_numpy()
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        raise MelstoreError(f"{path}: the baseline needs at least 2 classes in {label_column!r}")
+    folds = clip_folds(metadata, labels)
+    if len(set(folds)) < 2:
+        raise MelstoreError(f"{path}: the baseline needs at least 2 folds in {FOLD_COLUMN!r}")
+    predictions = np.empty(len(labels), dtype=object)
+    rows = []
+    for fold in sorted(set(folds)):
+        test = folds == fold
+        # sklearn's default tol: 1e-3 would be 3x faster but stops short on small,
+        # separable datasets (one more demo clip misclassified); float32 input
+        # halves the time instead, at the same accuracy
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        try:
+            model.fit(pooled[~test], labels[~test])
+        except ValueError as err:  # e.g. one class left in the training folds
+            raise MelstoreError(f"{path}: cannot train without fold {fold}: {err}") from None
+        predictions[test] = model.predict(pooled[test])
+        accuracy = float(np.mean(predictions[test] == labels[test]))
+        rows.append((fold, int((~test).sum()), int(test.sum()), accuracy))
+    table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    return BaselineResult(table, classes, labels, predictions.astype(str))
+
+
+def pooled_features(
+    store: h5py.File, metadata: pd.DataFrame, *, batch_size: int = 256
+) -> np.ndarray:
+    """Each clip's per-band mean and standard deviation over its valid frames.
+
+    Padding frames (after ``n_frames_valid``) are left out, so a clip's
+    length does not leak into its statistics.
+
+    Returns
+    -------
+    np.ndarray
+        float32 (n_clips, 2 * n_channels * n_bins): all means, then all
+        standard deviations.
+    """
+    features = store["features"]
+    if store.attrs["features_layout"] == "concatenated":
+        offsets, counts = metadata["frame_offset"].to_numpy(), metadata["n_frames"].to_numpy()
+        blocks = [
+            _pool(features[:, start : start + count][None], np.array([count]))
+            for start, count in zip(offsets, counts, strict=True)
+        ]
+        return (
+            np.concatenate(blocks) if blocks else np.empty((0, 2 * features.shape[0]), np.float32)
+        )
+    valid = metadata["n_frames_valid"].to_numpy()
+    blocks = [
+        _pool(features[start : start + batch_size], valid[start : start + batch_size])
+        for start in range(0, len(features), batch_size)
+    ]
+    n_columns = 2 * int(np.prod(features.shape[1:-1]))
+    return np.concatenate(blocks) if blocks else np.empty((0, n_columns), np.float32)
+
+
+def _pool(block: np.ndarray, n_valid: np.ndarray) -> np.ndarray:
+    """Masked mean and std over the last axis of float32 (clips, ..., frames).
+
+    The arithmetic stays in float32 with float64 sums: twice as fast as
+    converting the block to float64, and within 1e-6 of it.
+    """
+    n_frames = block.shape[-1]
+    counts = np.clip(n_valid, 1, n_frames).reshape(-1, *([1] * (block.ndim - 1)))
+    mask = np.arange(n_frames) < counts
+    zero = np.float32(0)
+    mean = np.where(mask, block, zero).sum(axis=-1, keepdims=True, dtype=np.float64) / counts
+    deviation = np.where(mask, block - mean.astype(np.float32), zero)
+    std = np.sqrt(np.square(deviation).sum(axis=-1, keepdims=True, dtype=np.float64) / counts)
+    pooled = np.concatenate([mean.reshape(len(block), -1), std.reshape(len(block), -1)], axis=1)
+    return pooled.astype(np.float32)
+
+
+def clip_folds(metadata: pd.DataFrame, labels: np.ndarray) -> np.ndarray:
+    """Each clip's fold: the store's ``fold`` column, or a deterministic stratified split.
+
+    Without a ``fold`` column, the clips of each class are ordered by the
+    sha256 of their clip id and dealt out in turn to ``FALLBACK_FOLDS`` folds,
+    so every fold holds about the same share of every class. The split
+    depends only on the clip ids and labels, never on row order or chance.
+    """
+    if FOLD_COLUMN in metadata:
+        return metadata[FOLD_COLUMN].to_numpy()
+    digests = [hashlib.sha256(clip_id.encode()).hexdigest() for clip_id in metadata["clip_id"]]
+    order = pd.DataFrame({"label": labels, "digest": digests}).sort_values(["label", "digest"])
+    dealt = order.groupby("label").cumcount() % FALLBACK_FOLDS + 1
+    return dealt.sort_index().to_numpy()
+
+
+def write_results(
+    result: BaselineResult, *, table_path: str | Path, figure_path: str | Path, title: str
+) -> None:
+    """Write the per-fold CSV and the confusion-matrix figure (PNG), atomically."""
+    with atomic_path(table_path) as tmp:
+        result.folds.to_csv(tmp, index=False)
+    plot_confusion(result, figure_path, title=title)
+
+
+def plot_confusion(result: BaselineResult, path: str | Path, *, title: str) -> None:
+    """Row-normalised confusion matrix of the held-out predictions, over all folds."""
+    require_extra()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    n_classes = len(result.classes)
+    size = max(4.0, 2.0 + 0.3 * n_classes)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay.from_predictions(
+        result.y_true,
+        result.y_pred,
+        labels=result.classes,
+        normalize="true",
+        include_values=n_classes <= 15,  # 50 ESC-50 classes leave no room for numbers
+        values_format=".2f",
+        cmap="Blues",
+        colorbar=False,
+        xticks_rotation="vertical",
+        ax=ax,
+    )
+    ax.set_title(f"{title}\nmean fold accuracy {result.mean_accuracy:.3f}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def require_extra() -> None:
+    """Fail with one line naming the extra when scikit-learn or matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+        import sklearn  # noqa: F401
+    except ImportError as err:
+        raise MelstoreError(
+            f"the evaluate target needs scikit-learn and matplotlib, {err.name} is missing: {EXTRA}"
+        ) from None
+
+
+def extra_versions() -> dict[str, str]:
+    """Versions of the baseline's libraries, without importing them (for rule params)."""
+    versions = {}
+    for name in ("scikit-learn", "matplotlib"):
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = "missing"
+    return versions

@@ -1,0 +1,20 @@
+"""Snakemake adapter: cross-validate the linear baseline on one store."""
+
+from melstore.jobs import snakemake_job
+
+with snakemake_job(snakemake) as log:
+    from melstore.baseline import evaluate_store, write_results
+
+    result = evaluate_store(snakemake.input[0])
+    write_results(
+        result,
+        table_path=snakemake.output.table,
+        figure_path=snakemake.output.figure,
+        title=f"{snakemake.config['dataset']['name']} / {snakemake.wildcards.featureset}",
+    )
+    summary = (
+        f"{snakemake.output.table}: mean fold accuracy {result.mean_accuracy:.3f} "
+        f"over {len(result.folds)} folds"
+    )
+    log.info("%s", summary)
+    print(summary)
