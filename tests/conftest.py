@@ -62,3 +62,45 @@ def demo_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     demo.write(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def demo_build(tmp_path_factory):
+    """The README's quick start: the committed config.yaml built by the real snakemake.
+
+    Returns the work directory and the run's result. Tests only read it.
+    """
+    workdir = tmp_path_factory.mktemp("demo-build")
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    return workdir, run_snakemake(workdir, config)
+
+
+VARIABLE_CLIPS = {  # a folder dataset without a fold column, clips of different lengths
+    "bird/a.wav": (16000, 0.4),
+    "bird/b.wav": (22050, 1.3),
+    "bird/c.wav": (44100, 0.9),
+    "frog/d.wav": (16000, 2.0),
+    "frog/e.wav": (8000, 0.25),
+    "frog/f.wav": (48000, 1.1),
+}
+
+
+@pytest.fixture(scope="session")
+def variable_build(tmp_path_factory):
+    """A variable-length (``duration: null``) store of a folder dataset with one broken file.
+
+    Returns the work directory and the store's path.
+    """
+    root = tmp_path_factory.mktemp("variable-data")
+    for i, (path, (sr, seconds)) in enumerate(VARIABLE_CLIPS.items()):
+        write_audio(root / path, tone(sr, seconds, 1, 300 + 150 * i, i), sr)
+    (root / "frog/broken.wav").write_bytes(b"not audio")
+    workdir = tmp_path_factory.mktemp("variable-build")
+    config = {
+        "dataset": {"name": "ponds", "layout": "folder", "root": str(root)},
+        "features": ["var"],
+        "feature_sets": {"var": {"preset": "seed", "n_mels": 32, "duration": None}},
+        "min_success": 0.5,
+    }
+    run_snakemake(workdir, config)
+    return workdir, workdir / "results/ponds/var.h5"
