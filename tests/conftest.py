@@ -104,3 +104,16 @@ def variable_build(tmp_path_factory):
     }
     run_snakemake(workdir, config)
     return workdir, workdir / "results/ponds/var.h5"
+
+
+def assert_real_image(path: Path, *, min_colours: int = 500) -> None:
+    """``path`` is a PNG with real content: decodable, mostly not background, many colours."""
+    from matplotlib.image import imread
+
+    assert path.stat().st_size > 10_000, f"{path} is only {path.stat().st_size} bytes"
+    pixels = imread(path)[..., :3]
+    assert pixels.shape[0] > 300 and pixels.shape[1] > 500
+    non_white = (pixels < 0.95).any(axis=-1).mean()
+    assert non_white > 0.2, f"{path}: only {non_white:.0%} of the pixels are drawn"
+    colours = len(np.unique(pixels.reshape(-1, 3), axis=0))
+    assert colours >= min_colours, f"{path}: only {colours} distinct colours"
