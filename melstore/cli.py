@@ -113,7 +113,7 @@ def show(store: Path, clip_id: str, output: Path) -> None:
     from melstore.reader import Store
 
     with expected_errors(output=output), Store(store) as opened:
-        save_figure(clip_figure(opened, opened.row(clip_id)), output)
+        save_figure(clip_figure(opened, clip_id), output)
     click.echo(f"{output}: {clip_id} from {store}")
 
 

@@ -117,7 +117,7 @@ def clip_figure(store: Store, key: int | str) -> Figure:
     key : int or str
         Feature row or clip id.
     """
-    row = store.row(key) if isinstance(key, str) else int(key)
+    row = store.row(key)
     meta = store.metadata.iloc[row]
     clip = store.clip(row)
     fig = Figure(figsize=(8, 4.6), layout="constrained")
@@ -252,7 +252,7 @@ def power_vs_db_figure(store: Store, key: int | str | None = None) -> Figure:
     if key is None:
         row = int(np.argmax(store.metadata["n_frames_valid"].to_numpy()))
     else:
-        row = store.row(key) if isinstance(key, str) else int(key)
+        row = store.row(key)
     meta = store.metadata.iloc[row]
     power, log, mismatch = power_and_log(store, row)
     mel = store.params["kind"] == "logmel"
@@ -292,8 +292,8 @@ def counts_figure(store: Store) -> Figure:
     totals = with_totals.loc["total"]
     ax.set_xticks(range(n_folds), [f"{f}\n({totals[f]})" for f in counts.columns])
     ax.set_yticks(range(n_classes), [f"{c} ({with_totals.at[c, 'total']})" for c in counts.index])
-    ax.set_xlabel(f"{counts.columns.name} (clips in the fold)")
-    ax.set_ylabel(f"{counts.index.name} (clips in the class)")
+    ax.set_xlabel(f"{counts.columns.name}, with its total in brackets")
+    ax.set_ylabel(f"{counts.index.name}, with its total in brackets")
     limit = counts.to_numpy().max() / 2
     for (i, j), count in np.ndenumerate(counts.to_numpy()):
         color = "white" if count > limit else "black"
@@ -358,6 +358,8 @@ def write_report(
         HTML tables: class x fold counts with totals, and the failed files.
     """
     with Store(store_path) as store:
+        if not len(store):
+            raise MelstoreError(f"{store_path} holds no clips to draw; see melstore info")
         save_figure(class_examples_figure(store), classes)
         save_figure(power_vs_db_figure(store), power_vs_db)
         save_figure(counts_figure(store), counts)

@@ -104,13 +104,10 @@ class Store:
         self._file.close()
 
     def __len__(self) -> int:
-        return len(self.metadata)
+        return int(self.attrs["n_clips"])
 
     def __repr__(self) -> str:
-        return (
-            f"<melstore.Store {self.path}: {len(self)} clips, {self.attrs['feature_set']} "
-            f"features {self._file['features'].shape}>"
-        )
+        return f"<melstore.Store {self.path}: {len(self)} clips of feature set {self.feature_set}>"
 
     @property
     def feature_set(self) -> str:
@@ -148,21 +145,21 @@ class Store:
         """The metadata column naming each clip's class, or None if there is none."""
         return next((c for c in LABEL_COLUMNS if c in self.metadata.columns), None)
 
-    def row(self, clip_id: str) -> int:
-        """The feature row of a clip id.
+    def row(self, key: int | str) -> int:
+        """The feature row of a clip id, or a row number checked against the store.
 
         Raises
         ------
         MelstoreError
-            If the store has no such clip.
+            If the store has no such clip or row.
         """
-        rows = self._rows_by_id.get(str(clip_id))
-        if rows is None:
+        if not isinstance(key, str):
+            return int(self._checked_rows([key])[0])
+        row = self._rows_by_id.get(key)
+        if row is None:
             example = self.metadata["clip_id"].iat[0] if len(self) else "none"
-            raise MelstoreError(
-                f"{self.path} has no clip {clip_id!r} (clip ids look like {example!r})"
-            )
-        return rows
+            raise MelstoreError(f"{self.path} has no clip {key!r} (clip ids look like {example!r})")
+        return row
 
     @cached_property
     def _rows_by_id(self) -> dict[str, int]:
@@ -177,7 +174,7 @@ class Store:
             float32 (n_bins, n_frames), or (channels, n_bins, n_frames) with
             deltas; n_frames varies per clip in variable-length stores.
         """
-        row = self.row(key) if isinstance(key, str) else self._checked_rows([key])[0]
+        row = self.row(key)
         if self.fixed_length:
             return self.features[row]
         start = int(self.metadata["frame_offset"].iat[row])
