@@ -1,13 +1,11 @@
 """The Python API, melstore.open(), on stores built by the real workflow."""
 
 import shutil
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
-from conftest import VARIABLE_CLIPS
+from conftest import VARIABLE_CLIPS, run_python
 
 import melstore
 from melstore import demo
@@ -142,10 +140,6 @@ def test_a_channel_axis_from_deltas_is_read_per_clip(seed_path, tmp_path):
     with melstore.open(path) as store:
         assert store.clip(4).shape == (2, 128, 130)
         np.testing.assert_array_equal(store.read([4])[0, 0], static[4])
-
-
-def run_python(code):
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
 def test_importing_melstore_loads_no_numpy_and_store_comes_on_first_use():
