@@ -26,6 +26,7 @@ from melstore.reader import Store
 
 CMAP = "magma"
 GRID_COLUMNS = 5
+GRID_MAX_CLASSES = 50  # ESC-50 fits; beyond that the panels get too small to read
 # One line for the seed question: why a CNN is trained on the log version.
 DB_CAPTION = (
     "Linear: a few loud bins hold nearly all the power and the rest looks black. "
@@ -160,8 +161,10 @@ def class_examples(store: Store) -> pd.DataFrame:
 
 
 def class_examples_figure(store: Store) -> Figure:
-    """A grid with one example clip per class, on one shared colour scale."""
-    examples = class_examples(store)
+    """A grid with one example clip per class (at most 50), on one shared colour scale."""
+    every_class = class_examples(store)
+    examples = every_class.iloc[:GRID_MAX_CLASSES]
+    shown = "" if len(examples) == len(every_class) else f" (first {len(examples)} classes)"
     n_rows = math.ceil(len(examples) / GRID_COLUMNS)
     n_cols = math.ceil(len(examples) / n_rows)  # 6 classes: 2 x 3, not 5 + 1
     fig = Figure(figsize=(3.2 * n_cols + 1.2, 2.6 * n_rows + 0.8), layout="constrained")
@@ -185,7 +188,8 @@ def class_examples_figure(store: Store) -> Figure:
         above.set_xlabel("Time (s)")
     fig.colorbar(mesh, ax=grid, label=value_label(store.params), shrink=min(1.0, 0.5 + n_rows / 4))
     fig.suptitle(
-        f"{store.attrs.get('dataset', '')} / {store.feature_set}: the longest clip of each class\n"
+        f"{store.attrs.get('dataset', '')} / {store.feature_set}: the longest clip of each "
+        f"class{shown}\n"
         f"{describe_params(store.params)}",
         fontsize=11,
     )
