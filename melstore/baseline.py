@@ -12,7 +12,6 @@ scikit-learn and matplotlib are an optional extra: ``pip install -e '.[evaluate]
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -23,13 +22,10 @@ import pandas as pd
 
 from melstore.errors import MelstoreError
 from melstore.files import atomic_path
-from melstore.store import open_store, read_group
+from melstore.reader import LABEL_COLUMNS, Store
 
 EXTRA = "pip install -e '.[evaluate]'"
 # The metadata column holding each layout's class name.
-LABEL_COLUMNS = {"urbansound8k": "class", "esc50": "category", "folder": "label"}
-FOLD_COLUMN = "fold"
-FALLBACK_FOLDS = 5
 RESULT_COLUMNS = ["fold", "n_train", "n_test", "accuracy"]
 
 
@@ -84,19 +80,23 @@ def evaluate_store(path: str | Path, *, batch_size: int = 256) -> BaselineResult
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    with open_store(path) as store:
-        metadata = read_group(store, "metadata")
-        label_column = LABEL_COLUMNS[store.attrs["dataset_layout"]]
-        pooled = pooled_features(store, metadata, batch_size=batch_size)
-    if label_column not in metadata:
-        raise MelstoreError(f"{path}: no label column {label_column!r} in the metadata")
+    with Store(path) as store:
+        metadata, label_column = store.metadata, store.label_column
+        if label_column is None:
+            raise MelstoreError(
+                f"{path}: no label column ({', '.join(LABEL_COLUMNS)}) in the metadata"
+            )
+        folds = store.fold_of_rows()  # the store's own folds: the same as Store.folds()
+        pooled = pooled_features(
+            store.features, metadata, concatenated=not store.fixed_length, batch_size=batch_size
+        )
     labels = metadata[label_column].astype(str).to_numpy()
     classes = sorted(set(labels))
     if len(classes) < 2:
         raise MelstoreError(f"{path}: the baseline needs at least 2 classes in {label_column!r}")
-    folds = clip_folds(metadata, labels)
-    if len(set(folds)) < 2:
-        raise MelstoreError(f"{path}: the baseline needs at least 2 folds in {FOLD_COLUMN!r}")
+    if folds.nunique() < 2:
+        raise MelstoreError(f"{path}: the baseline needs at least 2 folds in {folds.name!r}")
+    folds = folds.to_numpy()
     predictions = np.empty(len(labels), dtype=object)
     rows = []
     for fold in sorted(set(folds)):
@@ -117,7 +117,11 @@ def evaluate_store(path: str | Path, *, batch_size: int = 256) -> BaselineResult
 
 
 def pooled_features(
-    store: h5py.File, metadata: pd.DataFrame, *, batch_size: int = 256
+    features: h5py.Dataset,
+    metadata: pd.DataFrame,
+    *,
+    concatenated: bool = False,
+    batch_size: int = 256,
 ) -> np.ndarray:
     """Each clip's per-band mean and standard deviation over its valid frames.
 
@@ -130,8 +134,7 @@ def pooled_features(
         float32 (n_clips, 2 * n_channels * n_bins): all means, then all
         standard deviations.
     """
-    features = store["features"]
-    if store.attrs["features_layout"] == "concatenated":
+    if concatenated:
         offsets, counts = metadata["frame_offset"].to_numpy(), metadata["n_frames"].to_numpy()
         blocks = [
             _pool(features[:, start : start + count][None], np.array([count]))
@@ -164,22 +167,6 @@ def _pool(block: np.ndarray, n_valid: np.ndarray) -> np.ndarray:
     std = np.sqrt(np.square(deviation).sum(axis=-1, keepdims=True, dtype=np.float64) / counts)
     pooled = np.concatenate([mean.reshape(len(block), -1), std.reshape(len(block), -1)], axis=1)
     return pooled.astype(np.float32)
-
-
-def clip_folds(metadata: pd.DataFrame, labels: np.ndarray) -> np.ndarray:
-    """Each clip's fold: the store's ``fold`` column, or a deterministic stratified split.
-
-    Without a ``fold`` column, the clips of each class are ordered by the
-    sha256 of their clip id and dealt out in turn to ``FALLBACK_FOLDS`` folds,
-    so every fold holds about the same share of every class. The split
-    depends only on the clip ids and labels, never on row order or chance.
-    """
-    if FOLD_COLUMN in metadata:
-        return metadata[FOLD_COLUMN].to_numpy()
-    digests = [hashlib.sha256(clip_id.encode()).hexdigest() for clip_id in metadata["clip_id"]]
-    order = pd.DataFrame({"label": labels, "digest": digests}).sort_values(["label", "digest"])
-    dealt = order.groupby("label").cumcount() % FALLBACK_FOLDS + 1
-    return dealt.sort_index().to_numpy()
 
 
 def write_results(

@@ -1,13 +1,26 @@
-"""The ``melstore`` command line."""
+"""The ``melstore`` command line: info, show, export and verify.
+
+Exit status: 0 on success, 2 with a one-line message for bad input (a missing
+file, not a store, an unknown clip), and for ``verify`` 1 when the sources
+differ from the store.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
 from melstore.errors import MelstoreError
+
+FAILURES_SHOWN = 20
+STORE = click.argument("store", type=click.Path(dir_okay=False, path_type=Path))
 
 
 class Failure(click.ClickException):
@@ -16,20 +29,136 @@ class Failure(click.ClickException):
     exit_code = 2
 
 
+@contextmanager
+def expected_errors(*, output: Path | None = None) -> Iterator[None]:
+    """Turn bad input, and failures to write ``output``, into one line and exit status 2."""
+    try:
+        yield
+    except MelstoreError as err:
+        raise Failure(str(err)) from None
+    except OSError as err:
+        if output is None:
+            raise
+        raise Failure(f"cannot write {output}: {err.strerror or err}") from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="melstore")
 def main() -> None:
-    """Log-scaled mel spectrogram feature stores: inspect and check them."""
+    """Log-scaled mel spectrogram feature stores: inspect, plot, export and check them."""
 
 
 @main.command()
-@click.argument("store", type=click.Path(exists=True, dir_okay=False))
+@STORE
+def info(store: Path) -> None:
+    """Summarise STORE: clips, classes per fold, failures, parameters and versions."""
+    import pandas as pd
+
+    from melstore.reader import Store
+
+    with expected_errors(), Store(store) as opened:
+        attrs = opened.attrs
+        features = opened.features
+        click.echo(
+            f"{store}: {len(opened)} clips, {len(opened.failures)} failed, "
+            f"{_size(store.stat().st_size)}"
+        )
+        click.echo(
+            f"dataset      {attrs.get('dataset', '?')} ({attrs.get('dataset_layout', '?')} layout, "
+            f"root {attrs.get('dataset_root', '?')})"
+        )
+        click.echo(
+            f"features     {opened.feature_set}: {features.shape} {features.dtype}, "
+            f"{attrs['features_layout']} layout, store layout version {attrs['layout_version']}"
+        )
+        frequency, times = opened.axes.frequency, opened.axes.time
+        click.echo(
+            f"axes         {len(frequency)} rows {frequency[0]:.1f}-{frequency[-1]:.1f} Hz, "
+            f"{len(times)} frames {times[0]:.3f}-{times[-1]:.3f} s"
+        )
+        with pd.option_context("display.max_rows", None, "display.max_columns", None):
+            click.echo(f"\nclips per class and fold:\n{opened.class_fold_counts()}")
+            click.echo("\nparams:")
+            for key, value in sorted(opened.params.items()):
+                click.echo(f"  {key:<11} {json.dumps(value)}")
+            click.echo("\nversions:")
+            click.echo("  " + ", ".join(f"{k} {v}" for k, v in sorted(opened.versions.items())))
+            failures = opened.failures
+            click.echo(f"\nfailures: {len(failures) or 'none'}")
+            if len(failures):
+                click.echo(failures.head(FAILURES_SHOWN).to_string(index=False))
+            if len(failures) > FAILURES_SHOWN:
+                hidden = len(failures) - FAILURES_SHOWN
+                click.echo(f"... and {hidden} more: see melstore.open(STORE).failures")
+
+
+@main.command()
+@STORE
+@click.argument("clip_id")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Image to write; the format follows the extension (png, svg, pdf, jpg).",
+)
+def show(store: Path, clip_id: str, output: Path) -> None:
+    """Plot the spectrogram of CLIP_ID from STORE into an image.
+
+    Mel (or FFT) frequency axis in Hz, time in seconds, a colour bar in the
+    stored unit (dB), and a title with the clip id, its class and the
+    feature parameters. Stores with deltas show channel 0.
+    """
+    from melstore.figures import clip_figure, save_figure
+    from melstore.reader import Store
+
+    with expected_errors(output=output), Store(store) as opened:
+        save_figure(clip_figure(opened, clip_id), output)
+    click.echo(f"{output}: {clip_id} from {store}")
+
+
+@main.command()
+@STORE
+@click.option(
+    "--format",
+    "kind",
+    required=True,
+    type=click.Choice(["npz", "parquet"]),
+    help="npz: features, axes, metadata and params for NumPy; parquet: the metadata table.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write (default: STORE with the format's extension).",
+)
+def export(store: Path, kind: str, output: Path | None) -> None:
+    """Export STORE for tools that do not read HDF5.
+
+    parquet writes the metadata (one row per clip, in feature order); npz
+    writes the features with their axes, metadata and params. The output is
+    written atomically.
+    """
+    from melstore.export import export_npz, export_parquet
+    from melstore.reader import Store
+
+    output = output or store.with_suffix(f".{kind}")
+    with expected_errors(output=output), Store(store) as opened:
+        if kind == "parquet":
+            export_parquet(opened, output)
+        else:
+            export_npz(opened, output)
+        click.echo(f"{output}: {len(opened)} clips, {_size(output.stat().st_size)}")
+
+
+@main.command()
+@STORE
 @click.option(
     "--root",
     type=click.Path(exists=True, file_okay=False),
     help="Where the dataset is now (default: the root recorded in the store).",
 )
-def verify(store: str, root: str | None) -> None:
+def verify(store: Path, root: str | None) -> None:
     """Re-hash the sources of STORE and list files that changed, vanished or are new.
 
     Prints one line per difference, then a summary on stderr. Exits 1 if
@@ -38,10 +167,8 @@ def verify(store: str, root: str | None) -> None:
     from melstore.verify import verify_sources
 
     start = time.perf_counter()
-    try:
+    with expected_errors():
         changes = verify_sources(store, root=root)
-    except MelstoreError as err:
-        raise Failure(str(err)) from None
     for change in changes:
         click.echo(f"{change.kind:<8} {change.path}")
     seconds = time.perf_counter() - start
@@ -52,6 +179,13 @@ def verify(store: str, root: str | None) -> None:
         err=True,
     )
     sys.exit(1 if changes else 0)
+
+
+def _size(n_bytes: int) -> str:
+    """A file size for people: 512 B, 1.3 MB, 2.1 GB."""
+    exponent = min(int(math.log10(max(n_bytes, 1)) // 3), 4)
+    unit = ("B", "kB", "MB", "GB", "TB")[exponent]
+    return f"{n_bytes} B" if exponent == 0 else f"{n_bytes / 1000**exponent:.1f} {unit}"
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import importlib.util
 EXTRACT_MODULES = ("melstore.audio", "melstore.features", "melstore.extract", "melstore.store")
 # Modules whose code decides how shards become the final store.
 GATHER_MODULES = ("melstore.gather", "melstore.manifest", "melstore.store")
+# Modules whose code draws the report figures and tables of a store.
+REPORT_MODULES = ("melstore.figures", "melstore.reader")
 
 
 def code_fingerprint(modules: tuple[str, ...]) -> str:

@@ -48,7 +48,7 @@ def gather_store(
     Returns
     -------
     str
-        A summary: one line for the store, and one for its failures if any.
+        A one-line summary of the store, naming its failures if any.
 
     Raises
     ------
@@ -106,7 +106,7 @@ def gather_store(
     summary = f"{out_path}: {len(metadata)} clips, features {shape} float32"
     if len(failures):
         summary += (
-            f"\n{len(failures)} of {len(manifest)} files failed; see failures table in {out_path}"
+            f"; {len(failures)} of {len(manifest)} files failed; see failures table in {out_path}"
         )
     return summary
 

@@ -57,6 +57,11 @@ def run_snakemake(
     return result
 
 
+def run_python(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh Python process (imports and sys.modules start empty)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """The demo dataset, written once per test session."""
@@ -76,3 +81,58 @@ def demo_evaluated(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo-evaluate")
     result = run_snakemake(workdir, config, "evaluate")
     return workdir, config, result
+
+
+@pytest.fixture(scope="session")
+def demo_build(tmp_path_factory):
+    """The README's quick start: the committed config.yaml built by the real snakemake.
+
+    Returns the work directory and the run's result. Tests only read it.
+    """
+    workdir = tmp_path_factory.mktemp("demo-build")
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    return workdir, run_snakemake(workdir, config)
+
+
+VARIABLE_CLIPS = {  # a folder dataset without a fold column, clips of different lengths
+    "bird/a.wav": (16000, 0.4),
+    "bird/b.wav": (22050, 1.3),
+    "bird/c.wav": (44100, 0.9),
+    "frog/d.wav": (16000, 2.0),
+    "frog/e.wav": (8000, 0.25),
+    "frog/f.wav": (48000, 1.1),
+}
+
+
+@pytest.fixture(scope="session")
+def variable_build(tmp_path_factory):
+    """A variable-length (``duration: null``) store of a folder dataset with one broken file.
+
+    Returns the work directory and the store's path.
+    """
+    root = tmp_path_factory.mktemp("variable-data")
+    for i, (path, (sr, seconds)) in enumerate(VARIABLE_CLIPS.items()):
+        write_audio(root / path, tone(sr, seconds, 1, 300 + 150 * i, i), sr)
+    (root / "frog/broken.wav").write_bytes(b"not audio")
+    workdir = tmp_path_factory.mktemp("variable-build")
+    config = {
+        "dataset": {"name": "ponds", "layout": "folder", "root": str(root)},
+        "features": ["var"],
+        "feature_sets": {"var": {"preset": "seed", "n_mels": 32, "duration": None}},
+        "min_success": 0.5,
+    }
+    run_snakemake(workdir, config)
+    return workdir, workdir / "results/ponds/var.h5"
+
+
+def assert_real_image(path: Path, *, min_colours: int = 500) -> None:
+    """``path`` is a PNG with real content: decodable, mostly not background, many colours."""
+    from matplotlib.image import imread
+
+    assert path.stat().st_size > 10_000, f"{path} is only {path.stat().st_size} bytes"
+    pixels = imread(path)[..., :3]
+    assert pixels.shape[0] > 300 and pixels.shape[1] > 500
+    non_white = (pixels < 0.95).any(axis=-1).mean()
+    assert non_white > 0.2, f"{path}: only {non_white:.0%} of the pixels are drawn"
+    colours = len(np.unique(pixels.reshape(-1, 3), axis=0))
+    assert colours >= min_colours, f"{path}: only {colours} distinct colours"

@@ -4,14 +4,11 @@ import subprocess
 import sys
 
 import pytest
-
-
-def run(code):
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+from conftest import run_python
 
 
 def test_pin_threads_sets_every_pool_before_numpy_loads():
-    result = run(
+    result = run_python(
         "from melstore.runtime import pin_threads, THREAD_ENV_VARS\n"
         "import os\n"
         "pin_threads(3)\n"
@@ -22,7 +19,7 @@ def test_pin_threads_sets_every_pool_before_numpy_loads():
 
 
 def test_pin_threads_refuses_to_run_after_numpy():
-    result = run("import numpy\nfrom melstore.runtime import pin_threads\npin_threads(1)\n")
+    result = run_python("import numpy\nfrom melstore.runtime import pin_threads\npin_threads(1)\n")
     assert result.returncode != 0 and "before numpy is imported" in result.stderr
 
 

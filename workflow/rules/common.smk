@@ -4,7 +4,12 @@ import sys
 from snakemake.logging import logger
 
 from melstore.errors import MelstoreError
-from melstore.fingerprint import EXTRACT_MODULES, GATHER_MODULES, code_fingerprint
+from melstore.fingerprint import (
+    EXTRACT_MODULES,
+    GATHER_MODULES,
+    REPORT_MODULES,
+    code_fingerprint,
+)
 from melstore.store import library_versions
 from melstore.workflow import Plan
 
@@ -43,3 +48,13 @@ def shard_paths(wildcards):
 
 def feature_params(wildcards):
     return plan.feature_sets[wildcards.featureset].to_dict()
+
+
+def report_file(name, *, caption, shows):
+    """An output of the report rule, listed under its feature set in the HTML report."""
+    return report(
+        f"{RESULTS}/report/{{featureset}}/{name}",
+        caption=f"../report/{caption}",
+        category="{featureset}",
+        labels={"result": shows},
+    )

@@ -32,6 +32,6 @@ rule baseline:
     threads: 1
     params:
         versions={**VERSIONS, **extra_versions()},
-        code=code_fingerprint(("melstore.baseline",)),
+        code=code_fingerprint(("melstore.baseline", "melstore.reader")),
     script:
         "../../scripts/evaluate.py"

@@ -1,0 +1,382 @@
+"""Figures and tables of a store, for ``melstore show`` and the Snakemake report.
+
+Figures are built on :class:`matplotlib.figure.Figure` objects, not pyplot,
+so they render with the Agg canvas whatever backend a caller has chosen, and
+leave no global state behind. Layout is matplotlib's constrained layout, so
+titles, labels and colour bars never overlap.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from melstore.audio import decode, file_checksum, fix_length, resample
+from melstore.errors import MelstoreError
+from melstore.features import FeatureExtractor, FeatureParams, Frontend
+from melstore.files import atomic_path
+from melstore.reader import Store
+
+CMAP = "magma"
+GRID_COLUMNS = 5
+GRID_MAX_CLASSES = 50  # ESC-50 fits; beyond that the panels get too small to read
+# One line for the seed question: why a CNN is trained on the log version.
+DB_CAPTION = (
+    "Linear: a few loud bins hold nearly all the power and the rest looks black. "
+    "dB shows the quiet structure and makes gain an offset: CNNs are trained on dB."
+)
+LN_CAPTION = (
+    "Linear: a few loud bins hold nearly all the power and the rest looks black. "
+    "The log shows the quiet structure and makes gain an offset: CNNs are trained on it."
+)
+
+
+def describe_params(params: Mapping) -> str:
+    """One line naming the parameters that shape a feature set's picture."""
+    parts = [f"{params['kind']}", f"sr {params['sr']} Hz", f"n_fft {params['n_fft']}"]
+    parts.append(f"hop {params['hop_length']}")
+    if params["kind"] == "logmel":
+        parts.append(f"{params['n_mels']} mels {params['fmin']:g}–{params['fmax']:g} Hz")
+        parts.append(f"ref {params['ref']}")
+        parts.append(f"top_db {params['top_db']}")
+    else:
+        parts.append(f"ln(PSD + {params['amin']:g})")
+    if params.get("deltas"):
+        parts.append("deltas")
+    return ", ".join(parts)
+
+
+def value_label(params: Mapping) -> str:
+    """What the stored values are, with their unit (for colour bars)."""
+    if params["kind"] == "logspec":
+        return f"ln(PSD + {params['amin']:g})"
+    if params["ref"] == "max":
+        return "dB re the clip's peak"
+    return f"dB re {float(params['ref']):g} (full-scale power)"
+
+
+def draw_spectrogram(ax, values: np.ndarray, *, params: Mapping, axes, **kwargs):
+    """Draw one clip's (bins, frames) matrix with labelled frequency and time axes.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+    values : np.ndarray
+        (n_bins, n_frames) values to show.
+    params : mapping
+        The store's parameters (decide the frequency scale).
+    axes : melstore.reader.Axes
+        Frequencies of the rows and times of the frames.
+    **kwargs
+        Passed on to :func:`librosa.display.specshow` (``vmin``, ``vmax``...).
+
+    Returns
+    -------
+    matplotlib.collections.QuadMesh
+    """
+    import librosa.display
+
+    mel = params["kind"] == "logmel"
+    mesh = librosa.display.specshow(
+        values,
+        ax=ax,
+        x_coords=axes.time[: values.shape[-1]],
+        y_coords=axes.frequency,
+        x_axis="s",
+        y_axis="mel" if mel else "linear",
+        sr=params["sr"],
+        hop_length=params["hop_length"],
+        fmin=params["fmin"],
+        fmax=params["fmax"],
+        htk=bool(params["htk"]),
+        cmap=kwargs.pop("cmap", CMAP),
+        **kwargs,
+    )
+    ax.set_xlabel("Time (s)")
+    ax.set_ylabel("Mel band centre (Hz)" if mel else "Frequency (Hz)")
+    return mesh
+
+
+def static_channel(clip: np.ndarray) -> np.ndarray:
+    """Channel 0 (the log spectrogram itself) of a clip stored with deltas."""
+    return clip[0] if clip.ndim == 3 else clip
+
+
+def clip_figure(store: Store, key: int | str) -> Figure:
+    """One clip: its spectrogram, a colour bar in the stored unit, a title with id, class, params.
+
+    Parameters
+    ----------
+    store : Store
+    key : int or str
+        Feature row or clip id.
+    """
+    row = store.row(key)
+    meta = store.metadata.iloc[row]
+    clip = store.clip(row)
+    fig = Figure(figsize=(8, 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    mesh = draw_spectrogram(ax, static_channel(clip), params=store.params, axes=store.axes)
+    fig.colorbar(mesh, ax=ax, label=value_label(store.params))
+    _mark_padding(ax, store, meta)
+    label = f" · class {meta[store.label_column]}" if store.label_column else ""
+    channel = f" (channel 0 of {clip.shape[0]})" if clip.ndim == 3 else ""
+    fig.suptitle(f"{meta['clip_id']}{label}{channel}", fontsize=12)
+    ax.set_title(f"{store.feature_set}: {describe_params(store.params)}", fontsize=9)
+    return fig
+
+
+def _mark_padding(ax, store: Store, meta: pd.Series) -> None:
+    """Show where a clip's audio ends and its zero padding begins."""
+    n_valid = int(meta["n_frames_valid"])
+    if n_valid < len(store.axes.time) and store.fixed_length:
+        ax.axvline(store.axes.time[n_valid], color="white", linestyle="--", linewidth=1)
+        ax.annotate(
+            " zero padding →",
+            (store.axes.time[n_valid], 1.0),
+            xycoords=("data", "axes fraction"),
+            va="top",
+            color="white",
+            fontsize=8,
+        )
+
+
+def class_examples(store: Store) -> pd.DataFrame:
+    """One example row per class: its longest clip (the first of those, in store order).
+
+    Returns the metadata of the examples, sorted by class; the index is the
+    feature row. Without a class column, the longest clip overall.
+    """
+    table = store.metadata
+    groups = table[store.label_column] if store.label_column else pd.Series("", table.index)
+    longest = table.groupby(groups.to_numpy(), sort=True)["n_frames_valid"].idxmax()
+    return table.loc[longest.to_numpy()]
+
+
+def class_examples_figure(store: Store) -> Figure:
+    """A grid with one example clip per class (at most 50), on one shared colour scale."""
+    every_class = class_examples(store)
+    examples = every_class.iloc[:GRID_MAX_CLASSES]
+    shown = "" if len(examples) == len(every_class) else f" (first {len(examples)} classes)"
+    n_rows = math.ceil(len(examples) / GRID_COLUMNS)
+    n_cols = math.ceil(len(examples) / n_rows)  # 6 classes: 2 x 3, not 5 + 1
+    fig = Figure(figsize=(3.2 * n_cols + 1.2, 2.6 * n_rows + 0.8), layout="constrained")
+    grid = fig.subplots(n_rows, n_cols, sharex=True, sharey=True, squeeze=False)
+    clips = [static_channel(store.clip(int(row))) for row in examples.index]
+    vmax = max(float(clip.max()) for clip in clips)
+    span = store.params.get("top_db") or 80.0
+    vmin = vmax - span if store.params["kind"] == "logmel" else min(c.min() for c in clips)
+    for ax, (_, meta), clip in zip(grid.flat, examples.iterrows(), clips, strict=False):
+        mesh = draw_spectrogram(
+            ax, clip, params=store.params, axes=store.axes, vmin=vmin, vmax=vmax
+        )
+        label = meta[store.label_column] if store.label_column else "all clips"
+        ax.set_title(f"{label}\n{meta['clip_id']}", fontsize=9)
+    for ax in grid.flat:
+        ax.label_outer()
+    for ax in grid.flat[len(examples) :]:  # the panel above an empty slot keeps its time axis
+        ax.set_visible(False)
+        above = grid[n_rows - 2, ax.get_subplotspec().colspan.start]
+        above.xaxis.set_tick_params(labelbottom=True)
+        above.set_xlabel("Time (s)")
+    fig.colorbar(mesh, ax=grid, label=value_label(store.params), shrink=min(1.0, 0.5 + n_rows / 4))
+    fig.suptitle(
+        f"{store.attrs.get('dataset', '')} / {store.feature_set}: the longest clip of each "
+        f"class{shown}\n"
+        f"{describe_params(store.params)}",
+        fontsize=11,
+    )
+    return fig
+
+
+def power_and_log(store: Store, row: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Recompute one clip's linear power and its log version from the audio.
+
+    The store holds only the log values, clipped ``top_db`` below the peak,
+    and relative to the clip's peak when ``ref`` is ``max``; the linear power
+    is therefore recomputed from the source file with the feature set's own
+    front end, exactly as the extraction job did.
+
+    Returns
+    -------
+    power : np.ndarray
+        Mel power (``logmel``) or PSD (``logspec``), linear, (n_bins, n_frames).
+    log : np.ndarray
+        ``librosa.power_to_db(power, ref, amin, top_db)`` for ``logmel``, or
+        ``ln(power + amin)`` for ``logspec``: what the store should hold.
+    mismatch : float
+        Largest absolute difference between ``log`` and the stored clip.
+
+    Raises
+    ------
+    MelstoreError
+        If the source file is gone or changed since the store was built.
+    """
+    import librosa
+
+    meta = store.metadata.iloc[row]
+    source = Path(store.attrs["dataset_root"]) / meta["path"]
+    try:
+        current = file_checksum(source)
+    except MelstoreError as err:
+        raise MelstoreError(f"{source}: {err}") from None
+    if current != meta["source_xxh128"]:
+        raise MelstoreError(f"{source} changed since {store.path} was built; rebuild the store")
+    p = FeatureParams.from_dict(store.params)
+    y, info = decode(source, max_duration=p.duration)
+    y = resample(y, orig_sr=info.sample_rate, target_sr=p.sr, res_type=p.res_type)
+    if p.n_samples is not None:
+        y = fix_length(y, p.n_samples)
+    power = FeatureExtractor(Frontend.build(p)).power_spectrogram(y)
+    if p.kind == "logspec":
+        log = np.log(power + np.float32(p.amin))
+    else:
+        ref = np.max if p.ref == "max" else float(p.ref)
+        log = librosa.power_to_db(power, ref=ref, amin=p.amin, top_db=p.top_db)
+    stored = static_channel(store.clip(row))
+    return power, log, float(np.abs(log - stored).max())
+
+
+def power_vs_db_figure(store: Store, key: int | str | None = None) -> Figure:
+    """The seed question: one clip's mel power on a linear colour scale, and in dB.
+
+    Parameters
+    ----------
+    store : Store
+    key : int or str, optional
+        Feature row or clip id; default: the longest clip (first in store order).
+    """
+    if key is None:
+        row = int(np.argmax(store.metadata["n_frames_valid"].to_numpy()))
+    else:
+        row = store.row(key)
+    meta = store.metadata.iloc[row]
+    power, log, mismatch = power_and_log(store, row)
+    mel = store.params["kind"] == "logmel"
+    fig = Figure(figsize=(13.5, 5), layout="constrained")
+    left, right = fig.subplots(1, 2, sharey=True)
+    what = "mel power" if mel else "PSD"
+    mesh = draw_spectrogram(left, power, params=store.params, axes=store.axes)
+    fig.colorbar(mesh, ax=left, label=f"{what} (linear)")
+    left.set_title(f"{what}, linear colour scale")
+    mesh = draw_spectrogram(right, log, params=store.params, axes=store.axes)
+    fig.colorbar(mesh, ax=right, label=value_label(store.params))
+    right.set_title(
+        f"{'power_to_db' if mel else 'ln(PSD + amin)'}, as stored "
+        f"(largest difference {mismatch:.1g}{' dB' if mel else ''})"
+    )
+    right.label_outer()
+    label = f" ({meta[store.label_column]})" if store.label_column else ""
+    fig.suptitle(
+        f"{meta['clip_id']}{label}, {store.feature_set}: {describe_params(store.params)}",
+        fontsize=11,
+    )
+    fig.supxlabel(DB_CAPTION if mel else LN_CAPTION, fontsize=9)
+    return fig
+
+
+def counts_figure(store: Store) -> Figure:
+    """A heat map of clips per class and fold, each cell labelled with its count."""
+    with_totals = store.class_fold_counts()
+    counts = with_totals.drop(index="total", columns="total")
+    n_classes, n_folds = counts.shape
+    fig = Figure(
+        figsize=(max(5.0, 0.7 * n_folds + 3.5), max(3.0, 0.32 * n_classes + 1.8)),
+        layout="constrained",
+    )
+    ax = fig.add_subplot()
+    image = ax.imshow(counts.to_numpy(), cmap="Blues", aspect="auto", vmin=0)
+    totals = with_totals.loc["total"]
+    ax.set_xticks(range(n_folds), [f"{f}\n({totals[f]})" for f in counts.columns])
+    ax.set_yticks(range(n_classes), [f"{c} ({with_totals.at[c, 'total']})" for c in counts.index])
+    ax.set_xlabel(f"{counts.columns.name}, with its total in brackets")
+    ax.set_ylabel(f"{counts.index.name}, with its total in brackets")
+    limit = counts.to_numpy().max() / 2
+    for (i, j), count in np.ndenumerate(counts.to_numpy()):
+        color = "white" if count > limit else "black"
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=8, color=color)
+    fig.colorbar(image, ax=ax, label="clips", ticks=MaxNLocator(integer=True))
+    ax.set_title(
+        f"{store.attrs.get('dataset', '')} / {store.feature_set}: {len(store)} clips, "
+        f"{len(store.failures)} failed",
+        fontsize=10,
+    )
+    return fig
+
+
+def html_table(frame: pd.DataFrame, *, title: str, empty: str = "none") -> str:
+    """A small self-contained HTML page holding one table (the report shows HTML inline)."""
+    body = frame.to_html(border=0) if len(frame) else f"<p>{html.escape(empty)}</p>"
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>"
+        "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
+        "th,td{padding:.25em .7em;border-bottom:1px solid #ccc;text-align:right}"
+        "td:last-child{text-align:left}</style></head>"
+        f"<body><h3>{html.escape(title)}</h3>{body}</body></html>\n"
+    )
+
+
+def save_figure(fig: Figure, path: str | Path, *, dpi: int = 110) -> None:
+    """Write a figure atomically, in the format named by the file's extension."""
+    path = Path(path)
+    kind = path.suffix.lstrip(".").lower()
+    with atomic_path(path) as tmp:
+        try:
+            fig.savefig(tmp, format=kind, dpi=dpi)
+        except ValueError as err:
+            raise MelstoreError(f"{path}: cannot write a figure as {kind!r}: {err}") from None
+
+
+def write_text(text: str, path: str | Path) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
+def write_report(
+    store_path: str | Path,
+    *,
+    classes: str | Path,
+    power_vs_db: str | Path,
+    counts: str | Path,
+    counts_table: str | Path,
+    failures: str | Path,
+) -> None:
+    """Write every report figure and table of one store.
+
+    Parameters
+    ----------
+    store_path : str or Path
+        The store.
+    classes, power_vs_db, counts : str or Path
+        PNG files: one clip per class, the seed question, class x fold counts.
+    counts_table, failures : str or Path
+        HTML tables: class x fold counts with totals, and the failed files.
+    """
+    with Store(store_path) as store:
+        if not len(store):
+            raise MelstoreError(f"{store_path} holds no clips to draw; see melstore info")
+        save_figure(class_examples_figure(store), classes)
+        save_figure(power_vs_db_figure(store), power_vs_db)
+        save_figure(counts_figure(store), counts)
+        name = f"{store.attrs.get('dataset', '')} / {store.feature_set}"
+        write_text(
+            html_table(store.class_fold_counts(), title=f"{name}: clips per class and fold"),
+            counts_table,
+        )
+        write_text(
+            html_table(
+                store.failures.set_index("clip_id"),
+                title=f"{name}: {len(store.failures)} file(s) could not be processed",
+                empty="Every file was read.",
+            ),
+            failures,
+        )

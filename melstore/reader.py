@@ -1,0 +1,426 @@
+"""Read a store from Python: ``melstore.open(path)``.
+
+A :class:`Store` is read-only. Its features stay on disk (h5py reads them on
+demand); its tables are read when first used. It reads both feature layouts:
+``fixed`` (N, [channels,] n_bins, n_frames) and ``concatenated`` (variable
+length, ``duration: null``), where clips lie end to end along the last axis.
+Stores built with ``deltas: true`` carry a channel axis before the bins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from melstore.errors import MelstoreError
+from melstore.store import open_store, read_group
+
+# The column naming each clip's class: UrbanSound8K, ESC-50, folder layout.
+LABEL_COLUMNS = ("class", "category", "label")
+# The dataset's own integer class ids: UrbanSound8K, ESC-50.
+TARGET_COLUMNS = ("classID", "target")
+FOLD_COLUMN = "fold"
+
+Rows = Sequence[int] | np.ndarray | pd.DataFrame | None
+
+
+@dataclass(frozen=True)
+class Axes:
+    """What the feature axes mean.
+
+    Attributes
+    ----------
+    frequency : np.ndarray
+        Hz of each feature row: mel band centres (``logmel``) or FFT bin
+        frequencies (``logspec``).
+    time : np.ndarray
+        Seconds of each frame centre. For variable-length stores it covers
+        the longest clip; a clip of ``n`` frames uses ``time[:n]``.
+    """
+
+    frequency: np.ndarray
+    time: np.ndarray
+
+
+class Store:
+    """A melstore feature store, opened read-only.
+
+    Use :func:`melstore.open` to make one, preferably in a ``with`` block (or
+    call :meth:`close`).
+
+    Attributes
+    ----------
+    path : Path
+        The store file.
+    params : dict
+        The feature set's parameters, all explicit (``kind``, ``sr``,
+        ``n_mels``, ``ref``...).
+    versions : dict
+        Versions of the libraries that computed the features.
+    attrs : dict
+        Every attribute of the file (``dataset``, ``feature_set``,
+        ``features_layout``, ``layout_version``...), JSON ones as text.
+    axes : Axes
+        Mel (or FFT bin) frequencies and frame times.
+
+    Raises
+    ------
+    MelstoreError
+        If the file is missing, not a melstore store, or of a layout version
+        this melstore does not read.
+
+    Examples
+    --------
+    >>> with melstore.open("results/demo/seed.h5") as store:
+    ...     for train, test in store.folds():
+    ...         X_train = store.read(train)  # (n, 128, 130) float32, dB
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._file = open_store(self.path)
+        self.attrs = {key: _plain(value) for key, value in self._file.attrs.items()}
+        self.params = json.loads(self.attrs["params"])
+        self.versions = json.loads(self.attrs.get("versions", "{}"))
+        self.axes = Axes(
+            frequency=self._file["axes/frequency"][()], time=self._file["axes/time"][()]
+        )
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file; features cannot be read afterwards."""
+        self._file.close()
+
+    def __len__(self) -> int:
+        return int(self.attrs["n_clips"])
+
+    def __repr__(self) -> str:
+        return f"<melstore.Store {self.path}: {len(self)} clips of feature set {self.feature_set}>"
+
+    @property
+    def feature_set(self) -> str:
+        """The feature set's name, e.g. ``seed``."""
+        return self.attrs["feature_set"]
+
+    @property
+    def features(self):
+        """The features as a lazy, sliceable h5py dataset (float32).
+
+        ``fixed`` layout: (N, n_bins, n_frames), or (N, channels, n_bins,
+        n_frames) with deltas; ``store.features[i]`` reads clip ``i`` only.
+        ``concatenated`` layout: clips end to end along the last axis; use
+        :meth:`clip`.
+        """
+        return self._file["features"]
+
+    @property
+    def fixed_length(self) -> bool:
+        """True when every clip has the same shape (``features_layout`` is ``fixed``)."""
+        return self.attrs["features_layout"] == "fixed"
+
+    @cached_property
+    def metadata(self) -> pd.DataFrame:
+        """One row per clip, in feature order; the index is the feature row."""
+        return read_group(self._file, "metadata")
+
+    @cached_property
+    def failures(self) -> pd.DataFrame:
+        """The files that could not be processed: clip_id, path, reason."""
+        return read_group(self._file, "failures")
+
+    @property
+    def label_column(self) -> str | None:
+        """The metadata column naming each clip's class, or None if there is none."""
+        return next((c for c in LABEL_COLUMNS if c in self.metadata.columns), None)
+
+    def row(self, key: int | str) -> int:
+        """The feature row of a clip id, or a row number checked against the store.
+
+        Raises
+        ------
+        MelstoreError
+            If the store has no such clip or row.
+        """
+        if not isinstance(key, str):
+            return int(self._checked_rows([key])[0])
+        row = self._rows_by_id.get(key)
+        if row is None:
+            example = self.metadata["clip_id"].iat[0] if len(self) else "none"
+            raise MelstoreError(f"{self.path} has no clip {key!r} (clip ids look like {example!r})")
+        return row
+
+    @cached_property
+    def _rows_by_id(self) -> dict[str, int]:
+        return {clip_id: row for row, clip_id in enumerate(self.metadata["clip_id"])}
+
+    def clip(self, key: int | str) -> np.ndarray:
+        """The features of one clip, by feature row or clip id, in either layout.
+
+        Returns
+        -------
+        np.ndarray
+            float32 (n_bins, n_frames), or (channels, n_bins, n_frames) with
+            deltas; n_frames varies per clip in variable-length stores.
+        """
+        row = self.row(key)
+        if self.fixed_length:
+            return self.features[row]
+        start = int(self.metadata["frame_offset"].iat[row])
+        return self.features[..., start : start + int(self.metadata["n_frames"].iat[row])]
+
+    def read(self, rows: Rows = None) -> np.ndarray:
+        """The features of many clips as one array, in the order of ``rows``.
+
+        Parameters
+        ----------
+        rows : array of int, DataFrame, or None
+            Feature rows (e.g. from :meth:`folds`), a :meth:`select` result
+            (its index), or None for every clip.
+
+        Returns
+        -------
+        np.ndarray
+            float32 (len(rows), [channels,] n_bins, n_frames).
+
+        Raises
+        ------
+        MelstoreError
+            For variable-length stores, whose clips differ in length: read
+            them one at a time with :meth:`clip`.
+        """
+        if not self.fixed_length:
+            raise MelstoreError(
+                f"{self.path} holds clips of different lengths (duration: null); "
+                "read them one at a time with clip()"
+            )
+        if rows is None:
+            return self.features[()]
+        rows = self._checked_rows(rows)
+        out = np.empty((len(rows), *self.features.shape[1:]), dtype=np.float32)
+        for position, row in enumerate(rows):  # one chunk per clip: no fancy-index cost
+            self.features.read_direct(out, np.s_[row], np.s_[position])
+        return out
+
+    def select(self, **filters) -> pd.DataFrame:
+        """The metadata rows matching every filter; the index is the feature row.
+
+        Each keyword names a metadata column. A single value keeps the rows
+        equal to it; a list, tuple, set, range or array keeps the rows equal
+        to any of its values.
+
+        Raises
+        ------
+        MelstoreError
+            If a keyword is not a metadata column.
+
+        Examples
+        --------
+        >>> store.select(fold=[1, 2], salience=1)  # UrbanSound8K foreground clips
+        """
+        table = self.metadata
+        keep = np.ones(len(table), dtype=bool)
+        for column, wanted in filters.items():
+            values = self._column(column)
+            if isinstance(wanted, Collection) and not isinstance(wanted, str | bytes):
+                keep &= values.isin(list(wanted)).to_numpy()
+            else:
+                keep &= (values == wanted).to_numpy()
+        return table[keep]
+
+    def fold_of_rows(self, *, column: str | None = None, n_splits: int = 5) -> pd.Series:
+        """The test fold of every row.
+
+        Parameters
+        ----------
+        column : str, optional
+            The metadata column holding the folds. By default the dataset's
+            own ``fold`` column (UrbanSound8K: 10 folds, ESC-50: 5), and
+            without one the fallback split described in :meth:`folds`.
+        n_splits : int
+            Folds of the fallback split; ignored when a fold column is used.
+
+        Returns
+        -------
+        pd.Series
+            One fold per row; its name is the column, or ``"fold (fallback)"``.
+        """
+        if column is None and FOLD_COLUMN not in self.metadata.columns:
+            return self._fallback_folds(n_splits)
+        column = column or FOLD_COLUMN
+        folds = self._column(column)
+        empty = folds.isna() | (folds.astype(str) == "")
+        if empty.any():
+            raise MelstoreError(
+                f"{self.path}: column {column!r} is empty for {int(empty.sum())} clip(s), e.g. "
+                f"{self.metadata['clip_id'][empty].iat[0]!r}; give every clip a fold"
+            )
+        return folds
+
+    def folds(
+        self, *, column: str | None = None, n_splits: int = 5
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Cross-validation splits: (train rows, test rows) for each fold.
+
+        Each fold is the test set once, in sorted fold order, and every row is
+        in exactly one test set. The rows index :attr:`features` and
+        :attr:`metadata`.
+
+        Parameters
+        ----------
+        column : str, optional
+            The metadata column holding the folds; default: the dataset's own
+            ``fold`` column when there is one.
+        n_splits : int
+            Folds of the fallback split, used when the store has no ``fold``
+            column (folder datasets without one in their CSV).
+
+        Notes
+        -----
+        The fallback split is deterministic and stratified: the clips are
+        ordered by class (the label column, if any), then by the sha256 of
+        their clip id, and dealt round-robin to folds 1..``n_splits``. Every
+        fold gets a near-equal share of each class and of the whole. It does
+        not depend on row order or on the machine. Clips of one recording may
+        land in different folds; if they must stay together, give your CSV a
+        ``fold`` column.
+
+        Examples
+        --------
+        >>> for train, test in store.folds():
+        ...     model.fit(store.read(train), ...)
+        """
+        of_rows = self.fold_of_rows(column=column, n_splits=n_splits).to_numpy()
+        return [
+            (np.flatnonzero(of_rows != fold), np.flatnonzero(of_rows == fold))
+            for fold in sorted(set(of_rows.tolist()))
+        ]
+
+    def class_fold_counts(self) -> pd.DataFrame:
+        """Clips per class (rows) and fold (columns), with totals."""
+        labels = self.metadata[self.label_column] if self.label_column else "all clips"
+        folds = self.fold_of_rows()
+        table = pd.crosstab(
+            pd.Series(labels, index=self.metadata.index, name=self.label_column or "class"),
+            folds,
+            margins=True,
+            margins_name="total",
+        )
+        return table.rename_axis(columns=folds.name)
+
+    def targets(self, column: str | None = None) -> np.ndarray:
+        """An integer class index for every row (for training).
+
+        Parameters
+        ----------
+        column : str, optional
+            A numeric column is used as is; a text column is numbered by
+            its sorted distinct values. Default: the dataset's own class ids
+            (``classID``, ``target``), else the label column.
+
+        Returns
+        -------
+        np.ndarray
+            int64, one per row.
+        """
+        if column is None:
+            known = [c for c in (*TARGET_COLUMNS, *LABEL_COLUMNS) if c in self.metadata.columns]
+            if not known:
+                raise MelstoreError(
+                    f"{self.path} has no class column ({', '.join(LABEL_COLUMNS)}); "
+                    "name one with targets(column=...)"
+                )
+            column = known[0]
+        values = self._column(column)
+        if values.dtype.kind in "iub":
+            return values.to_numpy(dtype=np.int64)
+        return np.unique(values.astype(str).to_numpy(), return_inverse=True)[1].astype(np.int64)
+
+    def to_torch_dataset(self, rows: Rows = None, *, target: str | None = None, transform=None):
+        """A PyTorch map-style dataset of (features, target) over ``rows``.
+
+        Needs PyTorch, which melstore does not install. Each worker of a
+        ``DataLoader`` opens the file itself, so ``num_workers > 0`` works.
+
+        Parameters
+        ----------
+        rows : array of int, DataFrame, or None
+            The clips, e.g. a fold's train rows; None for every clip.
+        target : str, optional
+            The column the targets come from (see :meth:`targets`).
+        transform : callable, optional
+            Applied to each clip's features tensor.
+
+        Returns
+        -------
+        melstore.torchdata.ClipDataset
+            Item ``i`` is ``(torch.float32 tensor of the clip, torch.int64 target)``.
+
+        Raises
+        ------
+        ImportError
+            If PyTorch is not installed.
+        """
+        try:
+            from melstore.torchdata import ClipDataset
+        except ModuleNotFoundError as err:
+            if err.name != "torch":
+                raise
+            raise ImportError(
+                "Store.to_torch_dataset needs PyTorch, which melstore does not install; "
+                "run: pip install torch"
+            ) from None
+        rows = np.arange(len(self)) if rows is None else self._checked_rows(rows)
+        return ClipDataset(self.path, rows, self.targets(target)[rows], transform=transform)
+
+    def _column(self, column: str) -> pd.Series:
+        if column not in self.metadata.columns:
+            raise MelstoreError(
+                f"{self.path} has no metadata column {column!r}; "
+                f"columns: {', '.join(self.metadata.columns)}"
+            )
+        return self.metadata[column]
+
+    def _checked_rows(self, rows: Rows) -> np.ndarray:
+        if isinstance(rows, pd.DataFrame):
+            rows = rows.index
+        rows = np.asarray(rows).reshape(-1)
+        if rows.size and rows.dtype.kind not in "iu":
+            raise MelstoreError(f"{self.path}: rows must be feature row numbers, got {rows[:3]}")
+        if rows.size and not 0 <= rows.min() <= rows.max() < len(self):
+            raise MelstoreError(
+                f"{self.path}: rows run from 0 to {len(self) - 1}, got {rows.min()}..{rows.max()}"
+            )
+        return rows.astype(np.int64)
+
+    def _fallback_folds(self, n_splits: int) -> pd.Series:
+        if n_splits < 2:
+            raise MelstoreError(f"n_splits must be at least 2, got {n_splits}")
+        table = self.metadata
+        order = pd.DataFrame(
+            {
+                "label": table[self.label_column].astype(str) if self.label_column else "",
+                "hash": [hashlib.sha256(str(c).encode()).hexdigest() for c in table["clip_id"]],
+            }
+        ).sort_values(["label", "hash"], kind="stable")
+        folds = pd.Series(0, index=table.index, name=f"{FOLD_COLUMN} (fallback)")
+        folds[order.index] = np.arange(len(order)) % n_splits + 1
+        return folds
+
+
+def _plain(value):
+    """An HDF5 attribute as a builtin value."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return value.item() if isinstance(value, np.generic) else value

@@ -1,0 +1,62 @@
+"""PyTorch access to a store. Importing this module needs torch (an optional dependency)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from melstore.reader import Store
+
+
+class ClipDataset(Dataset):
+    """A map-style dataset over rows of a store: item ``i`` is (features, target).
+
+    Made by :meth:`melstore.reader.Store.to_torch_dataset`. The file is opened
+    lazily in each process, because an h5py handle must not cross a fork into
+    ``DataLoader`` workers.
+
+    Parameters
+    ----------
+    path : str or Path
+        The store.
+    rows : np.ndarray
+        Feature rows of the clips, in item order.
+    targets : np.ndarray
+        int64 target of each item.
+    transform : callable, optional
+        Applied to each clip's features tensor.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        rows: np.ndarray,
+        targets: np.ndarray,
+        *,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
+        self.path, self.rows, self.targets, self.transform = Path(path), rows, targets, transform
+        self._store: Store | None = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        features = torch.from_numpy(self._open().clip(int(self.rows[index])))
+        if self.transform is not None:
+            features = self.transform(features)
+        return features, torch.tensor(self.targets[index], dtype=torch.int64)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_store": None, "_pid": None}
+
+    def _open(self) -> Store:
+        if self._pid != os.getpid():
+            self._store, self._pid = Store(self.path), os.getpid()
+        return self._store

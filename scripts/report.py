@@ -1,0 +1,9 @@
+"""Snakemake adapter: draw the report figures and tables of one store."""
+
+from melstore.jobs import snakemake_job
+
+with snakemake_job(snakemake) as log:
+    from melstore.figures import write_report
+
+    write_report(snakemake.input.store, **dict(snakemake.output.items()))
+    log.info("report of %s written to %s", snakemake.input.store, snakemake.output.classes)

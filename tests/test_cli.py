@@ -1,0 +1,144 @@
+"""The melstore command line: info, show, export (verify is tested with the incremental builds)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from conftest import assert_real_image
+
+import melstore
+from melstore.cli import main
+
+
+@pytest.fixture(scope="module")
+def seed_path(demo_build):
+    return demo_build[0] / "results/demo/seed.h5"
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(arg) for arg in args])
+
+
+def test_info_shows_rows_counts_params_failures_versions_and_size(seed_path):
+    result = run("info", seed_path)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"{seed_path}: 48 clips, 0 failed, {seed_path.stat().st_size / 1e6:.1f} MB"
+    assert "dataset      demo (urbansound8k layout, root resources/demo)" in lines
+    assert (
+        "features     seed: (48, 128, 130) float32, fixed layout, store layout version 1" in lines
+    )
+    assert lines[lines.index("clips per class and fold:") + 1].split() == [
+        "fold", "1", "2", "3", "4", "total",
+    ]  # fmt: skip
+    rows = [line.split() for line in lines]
+    assert ["hum", "2", "2", "2", "2", "8"] in rows and [
+        "total",
+        "12",
+        "12",
+        "12",
+        "12",
+        "48",
+    ] in rows
+    assert '  ref         "max"' in lines and "  n_mels      128" in lines
+    assert "librosa" in lines[lines.index("versions:") + 1]
+    assert lines[-1] == "failures: none"
+
+
+def test_info_lists_failures_and_the_fallback_folds(variable_build):
+    _, store = variable_build
+    result = run("info", store)
+    assert result.exit_code == 0, result.output
+    assert "6 clips, 1 failed" in result.output
+    assert "fold (fallback)" in result.output
+    assert "frog/broken.wav" in result.output and "not decodable audio" in result.output
+    assert "(6, 32, variable)" not in result.output  # the concatenated shape is shown as stored
+
+
+def test_show_writes_a_real_image_of_the_clip(seed_path, tmp_path):
+    out = tmp_path / "figs" / "clip.png"
+    result = run("show", seed_path, "100000-0-0-0", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert result.output == f"{out}: 100000-0-0-0 from {seed_path}\n"
+    assert_real_image(out)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["clip.png"]
+
+
+def test_show_handles_variable_length_stores(variable_build, tmp_path):
+    _, store = variable_build
+    result = run("show", store, "frog/d.wav", "-o", tmp_path / "d.png")
+    assert result.exit_code == 0, result.output
+    assert_real_image(tmp_path / "d.png")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "{store}", "nope", "-o", "{tmp}/x.png"], "has no clip 'nope'"),
+        (["show", "{store}", "100000-0-0-0", "-o", "{tmp}/x.bmpx"], "cannot write a figure"),
+        (["info", "{tmp}/missing.h5"], "missing.h5: no such file"),
+        (["info", "{tmp}/notes.txt"], "notes.txt: not an HDF5 file"),
+        (
+            ["export", "{store}", "--format", "npz", "-o", "{tmp}/notes.txt/x.npz"],
+            "cannot write {tmp}/notes.txt/x.npz: ",
+        ),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(seed_path, tmp_path, args, message):
+    (tmp_path / "notes.txt").write_text("not a store")
+    args = [a.format(store=seed_path, tmp=tmp_path) for a in args]
+    message = message.format(tmp=tmp_path)
+    result = run(*args)
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1 and message in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_export_parquet_holds_the_metadata_in_feature_order(seed_path, tmp_path):
+    result = run("export", seed_path, "--format", "parquet", "-o", tmp_path / "meta.parquet")
+    assert result.exit_code == 0, result.output
+    exported = pd.read_parquet(tmp_path / "meta.parquet")
+    with melstore.open(seed_path) as store:
+        pd.testing.assert_frame_equal(exported, store.metadata)
+
+
+def test_export_npz_holds_features_axes_metadata_and_params(seed_path, tmp_path):
+    result = run("export", seed_path, "--format", "npz", "-o", tmp_path / "seed.npz")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{tmp_path / 'seed.npz'}: 48 clips, ")
+    with melstore.open(seed_path) as store, np.load(tmp_path / "seed.npz") as exported:
+        np.testing.assert_array_equal(exported["features"], store.read())
+        np.testing.assert_array_equal(exported["frequency"], store.axes.frequency)
+        np.testing.assert_array_equal(exported["time"], store.axes.time)
+        assert exported["metadata/clip_id"].tolist() == store.metadata["clip_id"].tolist()
+        np.testing.assert_array_equal(exported["metadata/fold"], store.metadata["fold"])
+        assert '"n_mels": 128' in str(exported["params"])
+
+
+def test_export_npz_of_a_variable_length_store_keeps_the_offsets(variable_build, tmp_path):
+    _, store_path = variable_build
+    out = tmp_path / "var.npz"
+    assert run("export", store_path, "--format", "npz", "-o", out).exit_code == 0
+    with melstore.open(store_path) as store, np.load(out) as exported:
+        offsets, counts = exported["metadata/frame_offset"], exported["metadata/n_frames"]
+        row = 3
+        np.testing.assert_array_equal(
+            exported["features"][:, offsets[row] : offsets[row] + counts[row]], store.clip(row)
+        )
+
+
+def test_export_defaults_to_a_file_beside_the_store(seed_path, tmp_path):
+    store = tmp_path / "copy.h5"
+    store.write_bytes(seed_path.read_bytes())
+    assert run("export", store, "--format", "parquet").exit_code == 0
+    assert len(pd.read_parquet(tmp_path / "copy.parquet")) == 48
+
+
+def test_the_entry_point_runs_as_a_program(seed_path):
+    command = [sys.executable, "-m", "melstore.cli", "info", str(seed_path.with_name("none.h5"))]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"Error: {seed_path.with_name('none.h5')}: no such file\n"

@@ -1,0 +1,143 @@
+"""Figures are truthful and readable: labelled axes with units, no text overlapping or cut off."""
+
+import itertools
+
+import numpy as np
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+import melstore
+from melstore.figures import (
+    DB_CAPTION,
+    class_examples,
+    class_examples_figure,
+    clip_figure,
+    counts_figure,
+    power_and_log,
+    power_vs_db_figure,
+)
+
+FIGURES = {
+    "clip": lambda store: clip_figure(store, 5),
+    "classes": class_examples_figure,
+    "power_vs_db": power_vs_db_figure,
+    "counts": counts_figure,
+}
+
+
+@pytest.fixture(scope="module", params=["seed", "seed64", "logspec"])
+def store(request, demo_build):
+    # The demo store's dataset_root is relative to its work directory, as in the report job.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(demo_build[0])
+        with melstore.open(f"results/demo/{request.param}.h5") as opened:
+            yield opened
+
+
+def drawn_texts(fig):
+    """Every piece of text the figure draws, with its box in pixels."""
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    texts = list(fig.texts)
+    for ax in (ax for ax in fig.axes if ax.get_visible()):
+        texts += [ax.title, *ax.texts]
+        for axis in (ax.xaxis, ax.yaxis):
+            texts.append(axis.label)
+            low, high = sorted(axis.get_view_interval())
+            texts += [
+                tick.label1
+                for tick in axis.get_major_ticks()
+                if low <= tick.get_loc() <= high  # ticks outside the view are not drawn
+            ]
+    return [
+        (text.get_text(), text.get_window_extent(renderer))
+        for text in texts
+        if text.get_visible() and text.get_text().strip()
+    ]
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_no_text_overlaps_or_leaves_the_figure(store, name):
+    fig = FIGURES[name](store)
+    texts = drawn_texts(fig)
+    width, height = fig.canvas.get_width_height()
+    outside = [
+        s for s, box in texts if box.x0 < 0 or box.y0 < 0 or box.x1 > width or box.y1 > height
+    ]
+    assert outside == []
+    overlapping = [
+        (a, b)
+        for (a, box_a), (b, box_b) in itertools.combinations(texts, 2)
+        if box_a.overlaps(box_b)
+    ]
+    assert overlapping == []
+
+
+@pytest.mark.parametrize("name", ["clip", "classes", "power_vs_db"])
+def test_spectrogram_axes_are_labelled_with_units(store, name):
+    fig = FIGURES[name](store)
+    drawn = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+    assert {ax.get_xlabel() for ax in drawn} - {""} == {"Time (s)"}
+    mel = store.params["kind"] == "logmel"
+    assert {ax.get_ylabel() for ax in drawn} - {""} == {
+        "Mel band centre (Hz)" if mel else "Frequency (Hz)"
+    }
+    colour_bars = [ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    unit = (
+        ("dB re the clip's peak" if store.params["ref"] == "max" else "dB re 1 (full-scale power)")
+        if mel
+        else "ln(PSD + 1e-10)"
+    )
+    assert unit in colour_bars
+
+
+def test_the_clip_title_names_the_id_the_class_and_the_parameters(store):
+    fig = clip_figure(store, "100000-0-0-0")
+    assert fig.get_suptitle() == "100000-0-0-0 · class tone"
+    subtitle = fig.axes[0].get_title()
+    assert subtitle.startswith(
+        f"{store.feature_set}: {store.params['kind']}, sr {store.params['sr']} Hz"
+    )
+    assert f"hop {store.params['hop_length']}" in subtitle
+
+
+def test_recomputed_power_gives_the_stored_values_back(store):
+    row = 0
+    power, log, mismatch = power_and_log(store, row)
+    assert power.shape == store.clip(row).shape and (power >= 0).all()
+    assert mismatch < 1e-3
+    if store.params["kind"] == "logmel":  # the dB version is power_to_db of the linear one
+        peak = power.max() if store.params["ref"] == "max" else 1.0
+        np.testing.assert_allclose(log.max(), 10 * np.log10(power.max() / peak), atol=1e-3)
+
+
+def test_the_seed_question_figure_carries_its_one_line_caption(demo_build):
+    with melstore.open(demo_build[0] / "results/demo/seed.h5") as store:
+        fig = power_vs_db_figure(store)
+    assert fig.get_supxlabel() == DB_CAPTION and "\n" not in DB_CAPTION
+    left, right = (ax for ax in fig.axes if ax.get_label() != "<colorbar>")
+    assert left.get_title() == "mel power, linear colour scale"
+    assert right.get_title().startswith("power_to_db, as stored (largest difference")
+
+
+def test_class_examples_are_the_longest_clip_of_each_class(store):
+    examples = class_examples(store)
+    meta = store.metadata
+    assert list(examples["class"]) == sorted(meta["class"].unique())
+    for row, example in examples.iterrows():
+        same_class = meta[meta["class"] == example["class"]]
+        assert example["n_frames_valid"] == same_class["n_frames_valid"].max()
+        assert row == same_class["n_frames_valid"].idxmax()
+
+
+def test_a_changed_source_is_refused_instead_of_drawn(demo_build, tmp_path):
+    import shutil
+
+    import h5py
+
+    copy = shutil.copy(demo_build[0] / "results/demo/seed.h5", tmp_path / "seed.h5")
+    with h5py.File(copy, "a") as f:
+        f.attrs["dataset_root"] = str(demo_build[0] / "resources/demo")
+        f["metadata/source_xxh128"][0] = "0" * 32
+    with melstore.open(copy) as store, pytest.raises(melstore.MelstoreError, match="changed since"):
+        power_and_log(store, 0)

@@ -1,0 +1,33 @@
+# Figures and tables of each store, shown by `snakemake --report report.html`.
+
+
+rule report:
+    input:
+        store=rules.gather.output[0],
+    output:
+        classes=report_file(
+            "classes.png", caption="classes.rst", shows="one clip per class"
+        ),
+        power_vs_db=report_file(
+            "power_vs_db.png", caption="power_vs_db.rst", shows="linear power vs dB"
+        ),
+        counts=report_file(
+            "counts.png", caption="counts.rst", shows="clips per class and fold"
+        ),
+        counts_table=report_file(
+            "counts.html",
+            caption="counts_table.rst",
+            shows="clips per class and fold, table",
+        ),
+        failures=report_file(
+            "failures.html", caption="failures.rst", shows="files that failed"
+        ),
+    log:
+        f"{LOGS}/report/{{featureset}}.log",
+    localrule: True
+    conda:
+        "../../envs/melstore.yaml"
+    params:
+        code=code_fingerprint(REPORT_MODULES),
+    script:
+        "../../scripts/report.py"
