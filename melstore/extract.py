@@ -22,7 +22,6 @@ from melstore.store import (
     FAILURE_COLUMNS,
     OpenStores,
     StoreWriter,
-    chunk_offset,
     library_versions,
     read_columns,
 )
@@ -250,7 +249,7 @@ class _ReuseIndex:
         """Append a clip's features to ``writer``, as raw bytes where the layout allows."""
         features = shards.features(clip.shard)
         if clip.frames is None:
-            writer.append_chunk(features.id.read_direct_chunk(chunk_offset(features, clip.row))[1])
+            writer.append_chunk(features.id.read_direct_chunk(writer.chunk_offset(clip.row))[1])
         else:
             start, count = clip.frames
             writer.append(features[:, start : start + count])

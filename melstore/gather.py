@@ -18,7 +18,6 @@ from melstore.store import (
     FAILURE_COLUMNS,
     OpenStores,
     StoreWriter,
-    chunk_offset,
     open_store,
     read_group,
 )
@@ -75,7 +74,7 @@ def gather_store(
                 if p.n_frames is None:
                     writer.append(_read_clip(features, shard_row, computed[shard_path]))
                 else:
-                    offset = chunk_offset(features, shard_row)
+                    offset = writer.chunk_offset(shard_row)
                     writer.append_chunk(features.id.read_direct_chunk(offset)[1])
                 stored_rows.append(row)
             elif clip_id in failed:
