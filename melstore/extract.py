@@ -108,11 +108,11 @@ def extract_shard(
     frontend = Frontend.load(frontend_path, p)
     sources = [_source_stat(root, path, problem) for _, path, problem in entries]
     reuse = _ReuseIndex(reusable, build=build)  # read and closed before the pool forks
-    todo = [
-        (clip_id, path, problem)
-        for (clip_id, path, problem), stat in zip(entries, sources, strict=True)
-        if reuse.find(clip_id, path, stat) is None
+    earlier = [
+        reuse.find(clip_id, path, stat)
+        for (clip_id, path, _), stat in zip(entries, sources, strict=True)
     ]
+    todo = [entry for entry, previous in zip(entries, earlier, strict=True) if previous is None]
     progress = _Progress(Path(out_path).stem, total=len(todo), reused=len(entries) - len(todo))
     records, failures = [], []
     with (
@@ -120,8 +120,7 @@ def extract_shard(
         StoreWriter(out_path, n_bins=p.n_bins, n_frames=p.n_frames, channels=p.channels) as writer,
         OpenStores() as shards,
     ):
-        for (clip_id, path, _), stat in zip(entries, sources, strict=True):
-            previous = reuse.find(clip_id, path, stat)
+        for (clip_id, path, _), stat, previous in zip(entries, sources, earlier, strict=True):
             if previous is not None:
                 reuse.copy(previous, shards, writer)
                 records.append(previous.record)

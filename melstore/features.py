@@ -223,10 +223,7 @@ class FeatureExtractor:
             Native sample rate of ``y``.
         """
         p = self.params
-        y = resample(y, orig_sr=sr, target_sr=p.sr, res_type=p.res_type)
-        n_valid = len(y)
-        if p.n_samples is not None:
-            y = fix_length(y, p.n_samples)
+        y, n_valid = self.prepare(y, sr=sr)
         power = self.power_spectrogram(y)
         peak = float(power.max())
         features = self.to_log(power, peak=peak)
@@ -234,6 +231,21 @@ class FeatureExtractor:
             features = np.stack([features, delta(features, width=p.delta_width)])
         n_frames_valid = min(p.frames_for(n_valid), features.shape[-1])
         return ClipFeatures(features, n_valid, n_frames_valid, _decibels(peak, power=p.power))
+
+    def prepare(self, y: np.ndarray, *, sr: int) -> tuple[np.ndarray, int]:
+        """Resample to the feature rate and trim or pad to the duration.
+
+        Returns
+        -------
+        (np.ndarray, int)
+            The signal, and how many of its samples came from the clip.
+        """
+        p = self.params
+        y = resample(y, orig_sr=sr, target_sr=p.sr, res_type=p.res_type)
+        n_valid = len(y)
+        if p.n_samples is not None:
+            y = fix_length(y, p.n_samples)
+        return y, n_valid
 
     def power_spectrogram(self, y: np.ndarray) -> np.ndarray:
         """Mel power or magnitude, or PSD (``logspec``), float32 (n_bins, n_frames)."""

@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from melstore.audio import decode, file_checksum, fix_length, resample
+from melstore.audio import decode, file_checksum
 from melstore.errors import MelstoreError
 from melstore.features import FeatureExtractor, FeatureParams, Frontend
 from melstore.files import atomic_path
@@ -231,10 +231,8 @@ def power_and_log(store: Store, row: int) -> tuple[np.ndarray, np.ndarray, float
         raise MelstoreError(f"{source} changed since {store.path} was built; rebuild the store")
     p = FeatureParams.from_dict(store.params)
     y, info = decode(source, max_duration=p.duration)
-    y = resample(y, orig_sr=info.sample_rate, target_sr=p.sr, res_type=p.res_type)
-    if p.n_samples is not None:
-        y = fix_length(y, p.n_samples)
-    power = FeatureExtractor(Frontend.build(p)).power_spectrogram(y)
+    extractor = FeatureExtractor(Frontend.build(p))
+    power = extractor.power_spectrogram(extractor.prepare(y, sr=info.sample_rate)[0])
     if p.kind == "logspec":
         log = np.log(power + np.float32(p.amin))
     else:
