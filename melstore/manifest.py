@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -163,7 +164,9 @@ def manifest_from_listing(
         paths = "audio/fold" + csv["fold"].astype(str) + "/" + names
     else:
         paths = "audio/" + names
-    table = pd.DataFrame({"clip_id": names.map(lambda n: PurePosixPath(n).stem), "path": paths})
+    # posixpath, not PurePosixPath: 26,000 path objects cost 0.2 s at every workflow start
+    stems = [posixpath.splitext(posixpath.basename(name))[0] for name in names]
+    table = pd.DataFrame({"clip_id": stems, "path": paths})
     table["problem"] = [_problem(p, files) for p in table["path"]]
     table = pd.concat([table, csv.reset_index(drop=True)], axis=1)
     _check_unique(table["clip_id"])
@@ -192,6 +195,8 @@ def _folder(csv: pd.DataFrame | None, files: dict[str, str]) -> Manifest:
 
 def _problem(path: str, files: dict[str, str]) -> str:
     """Why a listed path cannot be processed, or ``""``."""
+    if path in files:  # found by scan_audio: relative and below the root
+        return files[path]
     parts = PurePosixPath(path).parts
     if PurePosixPath(path).is_absolute() or ".." in parts:
         return ESCAPES_ROOT
