@@ -47,6 +47,7 @@ import h5py
 import librosa
 import numpy as np
 import pandas as pd
+import scipy.fft
 import soundfile as sf
 import soxr
 
@@ -71,7 +72,7 @@ def lean_constants() -> tuple[np.ndarray, np.ndarray]:
     Returns
     -------
     tuple of numpy.ndarray
-        The (128, 1025) float32 Slaney mel basis and the (2048,) float64
+        The (128, 1025) float32 Slaney mel basis and the (2048,) float32
         periodic Hann window.
     """
     mel_basis = librosa.filters.mel(
@@ -87,7 +88,7 @@ def lean_constants() -> tuple[np.ndarray, np.ndarray]:
     # Periodic, as librosa's get_window("hann", n_fft, fftbins=True).
     k = np.arange(N_FFT)
     window = 0.5 - 0.5 * np.cos(2 * np.pi * k / N_FFT)
-    return mel_basis, window
+    return mel_basis, window.astype(np.float32)
 
 
 def lean_features(path: str) -> np.ndarray:
@@ -118,9 +119,9 @@ def lean_features(path: str) -> np.ndarray:
     padded[N_FFT // 2 : N_FFT // 2 + kept] = y[:kept]
     mel_basis, window = lean_constants()
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH]
-    # float64 frames, as in librosa: numpy's float32 FFT is 5x slower than its float64 one.
-    spectrum = np.fft.rfft(frames * window, axis=-1)
-    power = (np.square(spectrum.real) + np.square(spectrum.imag)).astype(np.float32)
+    # A float32 FFT: scipy's is 6x faster than numpy's (float32 or float64) here.
+    spectrum = scipy.fft.rfft(frames * window, axis=-1)
+    power = np.square(spectrum.real) + np.square(spectrum.imag)
     mel = mel_basis @ power.T
     return _power_to_db(mel)
 

@@ -5,9 +5,9 @@ Three kinds of features exist, each reproducing one reference implementation:
 ``logmel``
     librosa's ``melspectrogram`` followed by ``power_to_db``. The STFT framing is
     librosa's (``center``, ``pad_mode``, periodic window padded to ``n_fft``),
-    done here with numpy so that extraction jobs need not import librosa
-    (2-6 s per process). The window and the mel filter bank come from librosa
-    once per feature set, through :class:`Frontend`.
+    done here in float32 with scipy's FFT, 4x faster than librosa's float64
+    STFT and within 0.001 dB of it. The window and the mel filter bank come
+    from librosa once per extraction job, through :class:`Frontend`.
 ``logspec``
     ``scipy.signal.spectrogram`` (PSD scaling, constant detrend, one-sided)
     followed by ``log(spec + amin)``: the seed's second recipe.
@@ -27,13 +27,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import numpy as np
 
 from melstore.audio import fix_length, resample
 from melstore.errors import ConfigError
-from melstore.files import atomic_path
 
 PEAK_FLOOR_DB = -100.0  # a clip's peak_db when it holds no power: 10 log10(1e-10)
 
@@ -109,6 +107,13 @@ class FeatureParams:
         return 1 + (max(n_samples, self.frame_length) - self.frame_length) // self.hop_length
 
     @property
+    def clip_shape(self) -> tuple[int, ...] | None:
+        """Shape of one clip's features; None for variable length."""
+        if self.n_frames is None:
+            return None
+        return (*((len(self.channels),) if self.channels else ()), self.n_bins, self.n_frames)
+
+    @property
     def n_frames(self) -> int | None:
         """Frames per clip for fixed-length sets; None for variable length."""
         return None if self.n_samples is None else self.frames_for(self.n_samples)
@@ -133,8 +138,8 @@ class ClipFeatures:
 class Frontend:
     """The per-feature-set constants: window, filter bank and frequency axis.
 
-    Build it with librosa once per feature set (:meth:`build`), save it, and
-    load it in every extraction job (:meth:`load`).
+    Build it with librosa (:meth:`build`) once per extraction job, before
+    forking its workers.
     """
 
     params: FeatureParams
@@ -175,23 +180,6 @@ class Frontend:
         )[1:-1]
         return cls(params, window, filterbank, centres)
 
-    def save(self, path: str | Path) -> None:
-        """Write to an ``.npz`` file, atomically."""
-        arrays = {"window": self.window, "frequencies": self.frequencies}
-        if self.filterbank is not None:
-            arrays["filterbank"] = self.filterbank
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, params=np.array(self.params.to_json()), **arrays)
-
-    @classmethod
-    def load(cls, path: str | Path, params: FeatureParams) -> Frontend:
-        """Read a saved front end, checking it was built for ``params``."""
-        with np.load(path) as saved:
-            if str(saved["params"]) != params.to_json():
-                raise ConfigError(f"{path}: front end was built for other parameters")
-            filterbank = saved["filterbank"] if "filterbank" in saved else None
-            return cls(params, saved["window"], filterbank, saved["frequencies"])
-
 
 class FeatureExtractor:
     """Turn decoded mono audio into the features of one feature set.
@@ -209,8 +197,17 @@ class FeatureExtractor:
     """
 
     def __init__(self, frontend: Frontend):
+        import scipy.fft  # here: the store's readers need not import it (0.3 s)
+        import scipy.sparse
+
         self.frontend = frontend
         self.params = frontend.params
+        self._rfft = scipy.fft.rfft
+        self._window = frontend.window.astype(np.float32)
+        # each mel band covers a few FFT bins: 2% of the matrix is non-zero
+        self._filterbank = (
+            None if frontend.filterbank is None else scipy.sparse.csr_array(frontend.filterbank)
+        )
 
     def __call__(self, y: np.ndarray, *, sr: int) -> ClipFeatures:
         """Resample, trim or pad, and compute the features of one clip.
@@ -263,11 +260,12 @@ class FeatureExtractor:
         else:
             y = fix_length(y, max(len(y), p.frame_length))
         frames = np.lib.stride_tricks.sliding_window_view(y, p.frame_length)[:: p.hop_length]
-        # librosa multiplies by a float64 window, so its FFT runs in float64
-        spectrum = np.fft.rfft(frames * self.frontend.window, n=p.n_fft, axis=-1)
-        spectrum = spectrum.astype(np.complex64)
-        magnitude = np.abs(spectrum) ** p.power
-        return (self.frontend.filterbank @ magnitude.T).astype(np.float32, copy=False)
+        # float32 throughout (librosa: float64): scipy's float32 FFT is 6x faster
+        # than numpy's FFT, and the features move by < 0.001 dB
+        spectrum = self._rfft(frames * self._window, n=p.n_fft, axis=-1)
+        power = np.square(spectrum.real) + np.square(spectrum.imag)
+        magnitude = power if p.power == 2 else power ** np.float32(p.power / 2)
+        return self._filterbank @ magnitude.T
 
     def to_log(self, power: np.ndarray, *, peak: float) -> np.ndarray:
         """Log-scale a power spectrogram as the feature set says."""
