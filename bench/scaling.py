@@ -90,8 +90,7 @@ def extraction_cost(root: Path, entries, work: Path) -> tuple[list[list], dict[s
     rows, shards = [], {}
     for name, overrides in FEATURE_SETS.items():
         params = resolve_feature_set(name, {name: overrides})
-        frontend_path = work / f"{name}.npz"
-        Frontend.build(params).save(frontend_path)
+        Frontend.build(params)  # the first build imports librosa: not a per-clip cost
         for container, clips in entries.items():
             out = work / f"{name}-{container}.h5"
             cpu, wall = time.process_time(), time.perf_counter()
@@ -99,7 +98,6 @@ def extraction_cost(root: Path, entries, work: Path) -> tuple[list[list], dict[s
                 entries=clips,
                 root=root,
                 params=params.to_dict(),
-                frontend_path=frontend_path,
                 out_path=out,
                 feature_set=name,
             )

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from melstore.errors import MelstoreError
-from melstore.extract import COMPUTED_COLUMNS, axes, computed_table
-from melstore.features import FeatureParams, Frontend
+from melstore.extract import COMPUTED_COLUMNS, computed_table
+from melstore.features import FeatureParams
 from melstore.manifest import Manifest
 from melstore.store import (
     FAILURE_COLUMNS,
@@ -31,7 +31,6 @@ def gather_store(
     dataset: dict,
     feature_set: str,
     params: dict,
-    frontend_path: str | Path,
     on_error: str = "skip",
     min_success: float = 0.0,
 ) -> str:
@@ -86,7 +85,7 @@ def gather_store(
                 raise MelstoreError(f"clip {clip_id!r} is in no shard; rerun the workflow")
         metadata = _metadata(manifest, stored_rows, computed)
         failures = pd.DataFrame(failure_rows, columns=FAILURE_COLUMNS)
-        frontend = Frontend.load(frontend_path, p)
+        n_frames = p.n_frames or max(writer.frame_counts, default=0)
         writer.finish(
             metadata=metadata,
             failures=failures,
@@ -99,7 +98,7 @@ def gather_store(
                 "params": p.to_dict(),
                 "versions": versions,
             },
-            axes=axes(frontend, n_frames=p.n_frames or max(writer.frame_counts, default=0)),
+            axes=_axes(shard_paths, params=p, n_frames=n_frames),
         )
         shape = writer.shape
     summary = f"{out_path}: {len(metadata)} clips, features {shape} float32"
@@ -142,6 +141,13 @@ def _index_shards(shard_paths):
             )
         versions = shard_versions
     return index, computed, failed, versions or {}
+
+
+def _axes(shard_paths, *, params: FeatureParams, n_frames: int) -> dict[str, np.ndarray]:
+    """The store's axes: the shards' frequencies (each job built the same front end)."""
+    with open_store(str(shard_paths[0])) as shard:
+        frequencies = shard["axes/frequency"][()]
+    return {"frequency": frequencies, "time": params.frame_times(n_frames)}
 
 
 def _read_clip(features: h5py.Dataset, row: int, table: pd.DataFrame) -> np.ndarray:

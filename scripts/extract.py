@@ -10,7 +10,6 @@ with snakemake_job(snakemake):
         entries=snakemake.params.entries,
         root=snakemake.config["dataset"]["root"],
         params=snakemake.params.features,
-        frontend_path=snakemake.input.frontend,
         out_path=snakemake.output[0],
         feature_set=snakemake.wildcards.featureset,
         # from the config, not params: a shard's content does not depend on it,

@@ -17,7 +17,6 @@ with snakemake_job(snakemake) as log:
         dataset=snakemake.params.dataset,
         feature_set=snakemake.wildcards.featureset,
         params=snakemake.params.features,
-        frontend_path=snakemake.input.frontend,
         on_error=snakemake.params.on_error,
         min_success=snakemake.params.min_success,
     )

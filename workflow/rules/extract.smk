@@ -1,22 +1,5 @@
-rule frontend:
-    output:
-        f"{RESULTS}/frontend/{{featureset}}.npz",
-    log:
-        f"{LOGS}/frontend/{{featureset}}.log",
-    localrule: True
-    conda:
-        "../../envs/melstore.yaml"
-    params:
-        features=feature_params,
-        versions=VERSIONS,
-        code=code_fingerprint(("melstore.features",)),
-    script:
-        "../../scripts/frontend.py"
-
-
 rule extract:
     input:
-        frontend=rules.frontend.output[0],
         generated=plan.generated_files(),
     output:
         # update: kept until the job replaces it, so that unchanged clips are copied

@@ -1,7 +1,6 @@
 rule gather:
     input:
         shards=shard_paths,
-        frontend=rules.frontend.output[0],
         metadata=plan.metadata_files(),
     output:
         f"{RESULTS}/{{featureset}}.h5",
