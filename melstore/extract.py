@@ -104,7 +104,7 @@ def extract_shard(
     """
     p = FeatureParams.from_dict(params)
     build = {"params": p.to_dict(), "versions": library_versions(), "code": code}
-    frontend = Frontend.build(p)  # before the pool forks: its workers share it
+    frontend = _build_apart(p)
     sources = [_source_stat(root, path, problem) for _, path, problem in entries]
     reuse = _ReuseIndex(reusable, build=build)  # read and closed before the pool forks
     earlier = [
@@ -145,6 +145,17 @@ def extract_shard(
             axes=axes(frontend, n_frames=p.n_frames or max(writer.frame_counts, default=0)),
         )
     progress.done()
+
+
+def _build_apart(params: FeatureParams) -> Frontend:
+    """Build the front end in a short-lived forked process.
+
+    librosa and scipy.signal add 120 MB to a process. Built in the job's own
+    process, they would be inherited by every worker forked after it, and the
+    job's resident memory would be counted three times on 2 cores.
+    """
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        return pool.apply(Frontend.build, (params,))
 
 
 def _source_stat(root: str | Path, path: str, problem: str) -> tuple[int, int]:

@@ -162,7 +162,9 @@ class Frontend:
                 fmax=params.fmax,
             )
             return cls(params, window, filterbank.astype(np.float32), centres)
-        window = librosa.util.pad_center(window, size=params.n_fft)
+        # librosa.util.pad_center, without importing librosa.util.utils (60 MB of numba code)
+        left = (params.n_fft - params.win_length) // 2
+        window = np.pad(window, (left, params.n_fft - params.win_length - left))
         if params.kind == "logspec":
             return cls(params, window, None, np.fft.rfftfreq(params.n_fft, 1 / params.sr))
         filterbank = librosa.filters.mel(
