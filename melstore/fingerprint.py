@@ -10,6 +10,7 @@ and formatting do not count as changes.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.util
 
@@ -25,10 +26,16 @@ def code_fingerprint(modules: tuple[str, ...]) -> str:
     """A short hash of the given modules' code, ignoring comments and docstrings."""
     digest = hashlib.sha256()
     for name in modules:
-        source = open(importlib.util.find_spec(name).origin, encoding="utf-8").read()
         digest.update(name.encode())
-        digest.update(ast.dump(_without_docstrings(ast.parse(source))).encode())
+        digest.update(
+            _code_digest(open(importlib.util.find_spec(name).origin, encoding="utf-8").read())
+        )
     return digest.hexdigest()[:16]
+
+
+@functools.cache  # the rules share modules: parse each source once per workflow start
+def _code_digest(source: str) -> bytes:
+    return hashlib.sha256(ast.dump(_without_docstrings(ast.parse(source))).encode()).digest()
 
 
 def _without_docstrings(tree: ast.Module) -> ast.Module:

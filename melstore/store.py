@@ -143,6 +143,9 @@ class StoreWriter:
         try:
             self._file.close()  # flushes: fails on a full disk
             if exc_type is None and self._finished:
+                # ext4 writes the new file back before a rename over an existing
+                # one (auto_da_alloc): 0.1-0.6 s for a 580 MB shard rebuilt in place
+                self.path.unlink(missing_ok=True)
                 os.replace(self.tmp_path, self.path)
         finally:
             self.tmp_path.unlink(missing_ok=True)

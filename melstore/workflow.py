@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from melstore import demo
@@ -41,6 +41,7 @@ class Plan:
     manifest: Manifest
     feature_sets: dict[str, FeatureParams]
     shards: dict[str, list[int]]
+    _source_digests: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_config(cls, config: dict, *, schema_path: str | Path) -> Plan:
@@ -80,6 +81,8 @@ class Plan:
         shard when a file is added, removed or rewritten, even with an older
         mtime. A generated dataset depends on its generator rule instead.
         """
+        if shard in self._source_digests:  # Snakemake asks more than once per start
+            return self._source_digests[shard]
         digest = hashlib.sha256()
         generated = bool(self.generated_files())
         for _, path, problem in self.shard_entries(shard):
@@ -90,7 +93,8 @@ class Plan:
                     digest.update(f"{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
                 except OSError:  # vanished since listing: the job records the failure
                     digest.update(b"unreadable\0")
-        return digest.hexdigest()
+        self._source_digests[shard] = digest.hexdigest()
+        return self._source_digests[shard]
 
     def generated_files(self) -> list[str]:
         """Files the dataset generator writes (its metadata CSV first), or none."""
