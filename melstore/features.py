@@ -147,6 +147,18 @@ class Frontend:
     filterbank: np.ndarray | None
     frequencies: np.ndarray
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays, by name, to keep beside the features (:meth:`from_arrays`)."""
+        arrays = {"window": self.window, "frequencies": self.frequencies}
+        if self.filterbank is not None:
+            arrays["filterbank"] = self.filterbank
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, params: FeatureParams, arrays: dict[str, np.ndarray]) -> Frontend:
+        """The front end kept by :meth:`arrays`, for the same ``params``."""
+        return cls(params, arrays["window"], arrays.get("filterbank"), arrays["frequencies"])
+
     @classmethod
     def build(cls, params: FeatureParams) -> Frontend:
         """Compute the window and mel filter bank with librosa."""

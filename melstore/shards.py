@@ -62,6 +62,14 @@ def _split(keyed: list[tuple[str, int]], depth: int, shard_size: int, out: dict)
     _split(keyed[split_at:], depth + 1, shard_size, out)
 
 
+def shard_files(shard_file: str | Path) -> list[Path]:
+    """Existing shard files beside ``shard_file`` (the same feature set), itself first."""
+    path = Path(shard_file)
+    if not path.parent.is_dir():
+        return []
+    return sorted(path.parent.glob("s*.h5"), key=lambda other: (other != path, other.name))
+
+
 def related_shard_files(shard_file: str | Path) -> list[Path]:
     """Existing shard files on the same trie path as ``shard_file``.
 
@@ -69,11 +77,9 @@ def related_shard_files(shard_file: str | Path) -> list[Path]:
     (its prefixes) and the shards it was merged from (names it prefixes): the
     only earlier files that can hold its clips.
     """
-    path = Path(shard_file)
-    if not path.parent.is_dir():
-        return []
+    stem = Path(shard_file).stem
     return sorted(
         other
-        for other in path.parent.glob("s*.h5")
-        if path.stem.startswith(other.stem) or other.stem.startswith(path.stem)
+        for other in shard_files(shard_file)
+        if stem.startswith(other.stem) or other.stem.startswith(stem)
     )

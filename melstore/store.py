@@ -187,12 +187,14 @@ class StoreWriter:
         failures: Table,
         attrs: dict,
         axes: dict[str, np.ndarray],
+        groups: dict[str, dict[str, np.ndarray]] | None = None,
     ) -> None:
         """Write the tables, axes and attributes; the store is renamed on exit.
 
         ``metadata`` has one row per appended clip, in the same order; both
         tables map column names to equally long columns (a DataFrame works).
-        Dict values of ``attrs`` are stored as JSON.
+        Dict values of ``attrs`` are stored as JSON. ``groups`` are further
+        named groups of arrays (a shard keeps its front end there).
         """
         n_rows = {len(values) for values in dict(metadata).values()}
         if self.n_frames is not None and self._n_clips is None:
@@ -214,6 +216,10 @@ class StoreWriter:
         axes_group = self._file.create_group("axes")
         for name, values in axes.items():
             axes_group.create_dataset(name, data=np.asarray(values, dtype=np.float64))
+        for group_name, arrays in (groups or {}).items():
+            group = self._file.create_group(group_name)
+            for name, values in arrays.items():
+                group.create_dataset(name, data=values)
         all_attrs = {
             "format": FORMAT,
             "layout_version": LAYOUT_VERSION,

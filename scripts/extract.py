@@ -4,7 +4,7 @@ from melstore.jobs import snakemake_job
 
 with snakemake_job(snakemake):
     from melstore.extract import extract_shard
-    from melstore.shards import related_shard_files
+    from melstore.shards import related_shard_files, shard_files
 
     extract_shard(
         entries=snakemake.params.entries,
@@ -18,4 +18,5 @@ with snakemake_job(snakemake):
         processes=snakemake.threads,
         code=snakemake.params.code,
         reusable=related_shard_files(snakemake.output[0]),
+        siblings=shard_files(snakemake.output[0]),
     )

@@ -27,14 +27,15 @@ def clips(tmp_path_factory):
     return root, entries
 
 
-def shard(root, entries, out, *, processes):
+def shard(root, entries, out, *, processes=1, params=SEED, siblings=()):
     extract.extract_shard(
         entries=entries,
         root=root,
-        params=SEED.to_dict(),
+        params=params.to_dict(),
         out_path=out,
         feature_set="seed",
         processes=processes,
+        siblings=siblings,
     )
     with h5py.File(out, "r") as f:
         return f["features"][()], [x.decode() for x in f["metadata/clip_id"][()]]
@@ -52,3 +53,21 @@ def test_workers_hand_back_every_clip_in_order(clips, tmp_path, monkeypatch, chu
     # each row is its own clip: pitches rise with the row, so the loudest band does too
     loudest_band = serial.max(axis=2).argmax(axis=1)
     assert (np.diff(loudest_band) >= 0).all() and loudest_band[-1] > loudest_band[0]
+
+
+def test_the_front_end_comes_from_a_shard_built_alike(clips, tmp_path, monkeypatch):
+    root, entries = clips
+    first = tmp_path / "s0.h5"
+    shard(root, entries[:5], first)
+
+    def no_librosa(params):
+        raise AssertionError("built the front end again")
+
+    monkeypatch.setattr(extract, "_build_apart", no_librosa)
+    shard(root, entries[5:10], tmp_path / "s1.h5", siblings=[first])
+    with h5py.File(first, "r") as a, h5py.File(tmp_path / "s1.h5", "r") as b:
+        for name in ("window", "filterbank", "frequencies"):
+            np.testing.assert_array_equal(a[f"frontend/{name}"][()], b[f"frontend/{name}"][()])
+    other = resolve_feature_set("seed64", {"seed64": {"preset": "seed", "n_mels": 64}})
+    with pytest.raises(AssertionError, match="built the front end again"):
+        shard(root, entries[5:10], tmp_path / "s2.h5", params=other, siblings=[first])
