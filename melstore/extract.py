@@ -10,7 +10,8 @@ import multiprocessing
 import os
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,6 @@ def extract_shard(
     """
     p = FeatureParams.from_dict(params)
     build = {"params": p.to_dict(), "versions": library_versions(), "code": code}
-    frontend = _saved_frontend(siblings, build=build) or _build_apart(p)
     sources = [_source_stat(root, path, problem) for _, path, problem in entries]
     reuse = _ReuseIndex(reusable, build=build)  # read and closed before the pool forks
     earlier = [
@@ -117,11 +117,16 @@ def extract_shard(
         for (clip_id, path, _), stat in zip(entries, sources, strict=True)
     ]
     todo = [entry for entry, previous in zip(entries, earlier, strict=True) if previous is None]
+    frontend, checksums = _frontend(siblings, build=build, todo=todo, root=root)
     progress = _Progress(Path(out_path).stem, total=len(todo), reused=len(entries) - len(todo))
     records, failures = [], []
     with (
         _computed_in_order(
-            todo, root=root, extractor=FeatureExtractor(frontend), processes=processes
+            todo,
+            root=root,
+            extractor=FeatureExtractor(frontend),
+            checksums=checksums,
+            processes=processes,
         ) as computed,
         StoreWriter(out_path, n_bins=p.n_bins, n_frames=p.n_frames, channels=p.channels) as writer,
         OpenStores() as shards,
@@ -177,15 +182,34 @@ def _built_alike(shard: h5py.File, build: dict) -> bool:
     )
 
 
-def _build_apart(params: FeatureParams) -> Frontend:
-    """Build the front end in a short-lived forked process.
+def _frontend(siblings, *, build: dict, todo, root) -> tuple[Frontend, dict[str, str]]:
+    """The front end, from a shard built alike or built anew, and checksums of some of ``todo``.
 
-    librosa and scipy.signal add 120 MB to a process. Built in the job's own
-    process, they would be inherited by every worker forked after it, and the
-    job's resident memory would be counted three times on 2 cores.
+    A front end is built in a short-lived forked process: librosa and
+    scipy.signal add 120 MB to a process, which every worker forked later
+    would inherit (the job's resident memory, counted per process, tripled on
+    2 cores). Meanwhile this process hashes the files to compute, which the
+    workers then need not do: the second core would idle for that second.
     """
-    with multiprocessing.get_context("fork").Pool(1) as pool:
-        return pool.apply(Frontend.build, (params,))
+    saved = _saved_frontend(siblings, build=build)
+    if saved is not None:
+        return saved, {}
+    checksums = {}
+    # an executor, not a Pool: it raises if the child dies instead of waiting forever
+    fork = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=1, mp_context=fork) as executor:
+        building = executor.submit(_build_frontend, build["params"])
+        for _, path, problem in todo:
+            if building.done():
+                break
+            if not problem:
+                with suppress(AudioError):  # the worker records the failure
+                    checksums[path] = file_checksum(os.path.join(root, path))
+        return building.result(), checksums
+
+
+def _build_frontend(params: dict) -> Frontend:
+    return Frontend.build(FeatureParams.from_dict(params))
 
 
 def _source_stat(root: str | Path, path: str, problem: str) -> tuple[int, int]:
@@ -210,8 +234,9 @@ def _compute_clip(entry: tuple[str, str, str]) -> str | tuple[np.ndarray, tuple]
     try:
         if problem:
             raise AudioError(problem)
-        source = Path(_worker["root"]) / path
-        checksum = file_checksum(source)  # also reports unreadable files
+        source = os.path.join(_worker["root"], path)
+        # file_checksum also reports an unreadable file
+        checksum = _worker["checksums"].get(path) or file_checksum(source)
         y, info = decode(source, max_duration=p.duration)
         clip = _worker["extractor"](y, sr=info.sample_rate)
         if not np.isfinite(clip.features).all():
@@ -238,13 +263,15 @@ _CHUNKSIZE = 16
 
 
 @contextmanager
-def _computed_in_order(todo, *, root, extractor: FeatureExtractor, processes: int) -> Iterator:
+def _computed_in_order(
+    todo, *, root, extractor: FeatureExtractor, checksums: dict[str, str], processes: int
+) -> Iterator:
     """Outcomes of :func:`_compute_clip` for ``todo``, in order, from a fork pool if it pays.
 
     With a pool and a fixed clip shape, a clip's features are a view that is
     valid until the next outcome is drawn (:class:`_SlotRing`).
     """
-    _worker.update(root=root, extractor=extractor)
+    _worker.update(root=root, extractor=extractor, checksums=checksums)
     if processes <= 1 or len(todo) < 2 * processes:
         yield map(_compute_clip, todo)
         return
