@@ -152,7 +152,7 @@ def median_run(runs: list[Run]) -> Run:
                "; ".join(filter(None, [middle.note, spread])))  # fmt: skip
 
 
-def report(runs: dict[str, Run], extra: dict, *, files: int, cores: int, repeats: int) -> str:
+def report(runs: dict[str, Run], extra: dict, *, files: int, cores: int, command: str) -> str:
     b, c = runs["b"], runs["c"]
     ratios = {"c/a": extra["c/a"], "c/b": c.wall / b.wall, "e/c": runs["e"].wall / c.wall}
     checks = {
@@ -171,7 +171,7 @@ def report(runs: dict[str, Run], extra: dict, *, files: int, cores: int, repeats
     lines = [
         f"# melstore benchmark: {files} files, {cores} cores",
         "",
-        f"Command: `python -m bench.run --files {files} --cores {cores} --repeats {repeats}`",
+        f"Command: `{command}`",
         "",
         "c/a is the median of the ratios of the (a), (c) pairs, run alternately; the other",
         "ratios use the median (c).",
@@ -235,6 +235,12 @@ def max_db_difference(store: Path, reference: Path) -> float:
     help="Scratch folder, emptied first.",
 )
 @click.option(
+    "--shard-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="The pipeline's shard_size (default: the workflow's).",
+)
+@click.option(
     "--repeats",
     type=click.IntRange(min=1),
     default=3,
@@ -246,7 +252,9 @@ def max_db_difference(store: Path, reference: Path) -> float:
     default=RESULTS,
     help="Markdown report to write.",
 )
-def main(files: int, cores: int, workdir: Path, repeats: int, out: Path) -> None:
+def main(
+    files: int, cores: int, workdir: Path, shard_size: int | None, repeats: int, out: Path
+) -> None:
     """Run (a)-(f) on the same corpus and cores, print the table and write it to --out."""
     corpus = make_corpus(CACHE_DIR / f"us8k-{files}", n_files=files)
     shutil.rmtree(workdir, ignore_errors=True)
@@ -255,6 +263,8 @@ def main(files: int, cores: int, workdir: Path, repeats: int, out: Path) -> None
     pipeline.mkdir(parents=True)
     config = {"dataset": {"name": "us8k", "layout": "urbansound8k", "root": str(root)},
               "features": ["seed"]}  # fmt: skip
+    if shard_size:
+        config["shard_size"] = shard_size
     (pipeline / "config.yaml").write_text(yaml.safe_dump(config))
     python = sys.executable
     lean = [python, "-m", "bench.baselines", "lean", str(root), "--out", str(workdir / "lean.h5"),
@@ -289,7 +299,10 @@ def main(files: int, cores: int, workdir: Path, repeats: int, out: Path) -> None
     runs["e"] = measure("(e) rerun after one file changed", command, note=f"changed {changed}")
     extra["f_ms"] = random_reads(store)
     extra["c/a"] = statistics.median(c.wall / a.wall for a, c in pairs)
-    text = report(runs, extra, files=files, cores=cores, repeats=repeats)
+    command = f"python -m bench.run --files {files} --cores {cores} --repeats {repeats}" + (
+        f" --shard-size {shard_size}" if shard_size else ""
+    )
+    text = report(runs, extra, files=files, cores=cores, command=command)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     click.echo(text)
