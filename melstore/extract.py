@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import h5py
 import numpy as np
 
 from melstore.audio import decode, file_checksum
-from melstore.errors import AudioError
+from melstore.errors import AudioError, MelstoreError
 from melstore.features import FeatureExtractor, FeatureParams, Frontend
 from melstore.store import (
     FAILURE_COLUMNS,
@@ -283,11 +284,35 @@ def _computed_in_order(
         else _SlotRing(context, shape=shape, n_slots=2 * processes * _CHUNKSIZE)
     )
     _worker["ring"] = ring
-    with context.Pool(processes) as pool:
+    # an executor, not a Pool: when a worker dies, a Pool waits forever for its files
+    with ProcessPoolExecutor(processes, mp_context=context) as executor:
         if ring is None:  # variable-length clips go through the pipe
-            yield pool.imap(_compute_clip, todo, chunksize=_CHUNKSIZE)
+            outcomes = executor.map(_compute_clip, todo, chunksize=_CHUNKSIZE)
         else:
-            yield ring.drain(pool.imap(_compute_into_ring, enumerate(todo), chunksize=_CHUNKSIZE))
+            outcomes = ring.drain(
+                executor.map(_compute_into_ring, enumerate(todo), chunksize=_CHUNKSIZE)
+            )
+        try:
+            yield _naming_a_dead_worker(outcomes, todo)
+        except BaseException:
+            executor.shutdown(wait=False, cancel_futures=True)
+            if ring is not None:
+                ring.abandon()  # workers waiting for a slot would hold up the shutdown
+            raise
+
+
+def _naming_a_dead_worker(outcomes: Iterator, todo) -> Iterator:
+    """The outcomes; if a worker process died, a one-line error naming where it was."""
+    done = 0
+    try:
+        for outcome in outcomes:
+            yield outcome
+            done += 1
+    except BrokenProcessPool:
+        raise MelstoreError(
+            f"a worker process died (out of memory, or a crash in native code) while computing "
+            f"{todo[done][1]} or one of the {2 * _CHUNKSIZE} files after it in the manifest"
+        ) from None
 
 
 def _compute_into_ring(item: tuple[int, tuple[str, str, str]]) -> str | tuple[None, tuple]:
@@ -337,6 +362,12 @@ class _SlotRing:
             with self.changed:
                 self.taken.value += 1
                 self.changed.notify_all()
+
+    def abandon(self) -> None:
+        """In the parent, giving up: let every waiting worker write and go on."""
+        with self.changed:
+            self.taken.value = 2**62
+            self.changed.notify_all()
 
 
 class _ReuseIndex:

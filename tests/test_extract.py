@@ -1,11 +1,15 @@
 """Extraction of one shard: worker processes and the shared-memory hand-back."""
 
+import os
+import signal
+
 import h5py
 import numpy as np
 import pytest
 from conftest import tone, write_audio
 
 from melstore import extract
+from melstore.errors import AudioError, MelstoreError
 from melstore.presets import resolve_feature_set
 
 SEED = resolve_feature_set("seed", {})
@@ -71,3 +75,38 @@ def test_the_front_end_comes_from_a_shard_built_alike(clips, tmp_path, monkeypat
     other = resolve_feature_set("seed64", {"seed64": {"preset": "seed", "n_mels": 64}})
     with pytest.raises(AssertionError, match="built the front end again"):
         shard(root, entries[5:10], tmp_path / "s2.h5", params=other, siblings=[first])
+
+
+def test_a_worker_that_dies_ends_the_job_with_a_one_line_error(clips, tmp_path, monkeypatch):
+    root, entries = clips
+    decode = extract.decode
+
+    def crash_on_c23(source, **kwargs):
+        if str(source).endswith("c23.wav"):
+            os._exit(1)  # as a segfault in native code would: no exception, no cleanup
+        return decode(source, **kwargs)
+
+    monkeypatch.setattr(extract, "decode", crash_on_c23)
+
+    def hung(signum, frame):
+        raise TimeoutError("the job waits forever for the dead worker's files")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        with pytest.raises(MelstoreError, match="worker process died") as error:
+            shard(root, entries, tmp_path / "s.h5", processes=2)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert "\n" not in str(error.value) and not (tmp_path / "s.h5").exists()
+
+
+def test_fail_mode_stops_the_workers_at_the_first_bad_file(clips, tmp_path, monkeypatch):
+    monkeypatch.setattr(extract, "_CHUNKSIZE", 1)  # 4 slots: workers wait for the parent
+    root, entries = clips
+    with pytest.raises(AudioError, match="c17.wav"):
+        extract.extract_shard(entries=entries, root=root, params=SEED.to_dict(),
+                              out_path=tmp_path / "s.h5", feature_set="seed", on_error="fail",
+                              processes=2)  # fmt: skip
+    assert not (tmp_path / "s.h5").exists()
