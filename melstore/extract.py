@@ -153,7 +153,7 @@ def extract_shard(
             metadata=computed_table(records),
             failures=dict(zip(FAILURE_COLUMNS, _columns(failures, 3), strict=True)),
             attrs={"feature_set": feature_set, **build},
-            axes=axes(frontend, n_frames=p.n_frames or max(writer.frame_counts, default=0)),
+            axes=axes(frontend.frequencies, params=p, frame_counts=writer.frame_counts),
             groups={"frontend": frontend.arrays()},
         )
     progress.done()
@@ -428,12 +428,15 @@ def _columns(records: Sequence[tuple], width: int) -> list[list]:
     return [list(column) for column in zip(*records, strict=True)] or [[] for _ in range(width)]
 
 
-def axes(frontend: Frontend, *, n_frames: int) -> dict[str, np.ndarray]:
-    """The store's axis datasets: row frequencies and frame-centre times."""
-    return {
-        "frequency": frontend.frequencies,
-        "time": frontend.params.frame_times(n_frames),
-    }
+def axes(
+    frequencies: np.ndarray, *, params: FeatureParams, frame_counts: Sequence[int]
+) -> dict[str, np.ndarray]:
+    """The axis datasets of a shard or store: row frequencies and frame-centre times.
+
+    The time axis spans a fixed-length clip, or the longest of variable-length ones.
+    """
+    n_frames = params.n_frames or max(frame_counts, default=0)
+    return {"frequency": frequencies, "time": params.frame_times(n_frames)}
 
 
 class _Progress:

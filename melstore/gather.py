@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from melstore.errors import MelstoreError
-from melstore.extract import COMPUTED_COLUMNS, computed_table
+from melstore.extract import COMPUTED_COLUMNS, axes, computed_table
 from melstore.features import FeatureParams
 from melstore.manifest import Manifest
 from melstore.store import (
@@ -85,7 +85,6 @@ def gather_store(
                 raise MelstoreError(f"clip {clip_id!r} is in no shard; rerun the workflow")
         metadata = _metadata(manifest, stored_rows, computed)
         failures = pd.DataFrame(failure_rows, columns=FAILURE_COLUMNS)
-        n_frames = p.n_frames or max(writer.frame_counts, default=0)
         writer.finish(
             metadata=metadata,
             failures=failures,
@@ -98,7 +97,8 @@ def gather_store(
                 "params": p.to_dict(),
                 "versions": versions,
             },
-            axes=_axes(shard_paths, params=p, n_frames=n_frames),
+            # every shard job built the same front end: any shard's frequencies do
+            axes=axes(_frequencies(shard_paths[0]), params=p, frame_counts=writer.frame_counts),
         )
         shape = writer.shape
     summary = f"{out_path}: {len(metadata)} clips, features {shape} float32"
@@ -143,11 +143,10 @@ def _index_shards(shard_paths):
     return index, computed, failed, versions or {}
 
 
-def _axes(shard_paths, *, params: FeatureParams, n_frames: int) -> dict[str, np.ndarray]:
-    """The store's axes: the shards' frequencies (each job built the same front end)."""
-    with open_store(str(shard_paths[0])) as shard:
-        frequencies = shard["axes/frequency"][()]
-    return {"frequency": frequencies, "time": params.frame_times(n_frames)}
+def _frequencies(shard_path: str | Path) -> np.ndarray:
+    """The frequency axis of a shard."""
+    with open_store(str(shard_path)) as shard:
+        return shard["axes/frequency"][()]
 
 
 def _read_clip(features: h5py.Dataset, row: int, table: pd.DataFrame) -> np.ndarray:
