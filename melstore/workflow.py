@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,3 +123,20 @@ def load_manifest(dataset: dict) -> Manifest:
         csv=generator.csv_table(),
         files={path: "" for path in generator.relative_paths() if path != generator.CSV_PATH},
     )
+
+
+def stop_rescheduling_timers() -> None:
+    """Cancel the scheduler's pending wake-up timers once a run is over.
+
+    Snakemake 9 re-runs its scheduling loop through a non-daemon
+    :class:`threading.Timer` of the ``--max-jobs-per-timespan`` span, and the
+    interpreter waits for the last one before it exits: every run ended a
+    whole second late. The span cannot be shorter than 1 s, because "100ms"
+    parses as 100 minutes. Called from ``onsuccess``/``onerror``, when no job
+    is left to schedule.
+    """
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer) and "_schedule_reevalutation" in getattr(
+            thread.function, "__qualname__", ""
+        ):
+            thread.cancel()

@@ -11,7 +11,7 @@ from melstore.fingerprint import (
     code_fingerprint,
 )
 from melstore.store import library_versions
-from melstore.workflow import Plan
+from melstore.workflow import Plan, stop_rescheduling_timers
 
 try:
     plan = Plan.from_config(
@@ -58,3 +58,12 @@ def report_file(name, *, caption, shows):
         category="{featureset}",
         labels={"result": shows},
     )
+
+
+# Snakemake would otherwise wait up to a second for its last scheduling timer.
+onsuccess:
+    stop_rescheduling_timers()
+
+
+onerror:
+    stop_rescheduling_timers()
