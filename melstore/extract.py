@@ -151,7 +151,7 @@ def extract_shard(
             progress.update()
         writer.finish(
             metadata=computed_table(records),
-            failures=dict(zip(FAILURE_COLUMNS, _columns(failures, 3), strict=True)),
+            failures=dict(zip(FAILURE_COLUMNS, columns_of(failures, 3), strict=True)),
             attrs={"feature_set": feature_set, **build},
             axes=axes(frontend.frequencies, params=p, frame_counts=writer.frame_counts),
             groups={"frontend": frontend.arrays()},
@@ -419,12 +419,13 @@ def computed_table(records: Sequence[tuple]) -> dict[str, np.ndarray]:
     return {
         name: np.asarray(values, dtype=object if dtype == "str" else dtype)
         for (name, dtype), values in zip(
-            dtypes.items(), _columns(records, len(dtypes)), strict=True
+            dtypes.items(), columns_of(records, len(dtypes)), strict=True
         )
     }
 
 
-def _columns(records: Sequence[tuple], width: int) -> list[list]:
+def columns_of(records: Sequence[tuple], width: int) -> list[list]:
+    """Records of ``width`` fields as ``width`` lists (empty ones when there are no records)."""
     return [list(column) for column in zip(*records, strict=True)] or [[] for _ in range(width)]
 
 

@@ -21,7 +21,6 @@ and an optional CSV with a ``path`` column joined in.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 from dataclasses import dataclass, field
@@ -68,9 +67,21 @@ class Manifest:
     def __len__(self) -> int:
         return len(self.table)
 
-    def digest(self) -> str:
-        """sha256 of the table: changes whenever a clip, path or CSV value does."""
-        return hashlib.sha256(self.table.to_csv(index=False).encode()).hexdigest()
+    def store_columns(self) -> dict[str, tuple[str, list]]:
+        """What a store keeps of the manifest: clip_id, path and the CSV columns.
+
+        Each column is (numpy dtype, plain values), so that the gather needs
+        no pandas and Snakemake can compare it between runs; text is ``""``
+        where the CSV has no value, as the store writes it.
+        """
+        columns = {}
+        for name in ["clip_id", "path", *self.csv_columns]:
+            values = self.table[name]
+            if values.dtype.kind in "biuf":
+                columns[name] = (values.dtype.str, values.tolist())
+            else:
+                columns[name] = ("object", ["" if pd.isna(v) else str(v) for v in values])
+        return columns
 
 
 def build_manifest(root: str | Path, layout: str, metadata: str | Path | None = None) -> Manifest:

@@ -3,15 +3,10 @@
 from melstore.jobs import snakemake_job
 
 with snakemake_job(snakemake) as log:
-    from melstore.errors import MelstoreError
     from melstore.gather import gather_store
-    from melstore.workflow import load_manifest
 
-    manifest = load_manifest(snakemake.params.dataset)
-    if manifest.digest() != snakemake.params.manifest_digest:
-        raise MelstoreError("the dataset changed while the workflow ran; run it again")
     summary = gather_store(
-        manifest=manifest,
+        manifest=snakemake.params.manifest,
         shard_paths=snakemake.input.shards,
         out_path=snakemake.output[0],
         dataset=snakemake.params.dataset,

@@ -168,6 +168,10 @@ def test_demo_config_builds_the_demo_dataset_and_its_stores(tmp_path):
     assert seed["class"].nunique() >= 5
     with h5py.File(tmp_path / "results/demo/logspec.h5") as f:
         assert f["features"].shape == (n_clips, 161, 299)
+        # typed like the CSV, and an empty failures table still holds text columns
+        assert {f[f"metadata/{c}"].dtype.kind for c in ("fold", "classID", "fsID")} == {"i"}
+        assert f["metadata/start"].dtype.kind == "f"
+        assert [f[f"failures/{c}"].dtype.kind for c in ("clip_id", "path", "reason")] == ["O"] * 3
     assert result.stdout.count(f"{n_clips} clips, features") == 2
     assert "files failed" not in result.stdout
 
