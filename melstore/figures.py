@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import html
 import math
+import multiprocessing
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -231,7 +233,9 @@ def power_and_log(store: Store, row: int) -> tuple[np.ndarray, np.ndarray, float
         raise MelstoreError(f"{source} changed since {store.path} was built; rebuild the store")
     p = FeatureParams.from_dict(store.params)
     y, info = decode(source, max_duration=p.duration)
-    extractor = FeatureExtractor(Frontend.build(p))
+    # the store's own front end; rebuilding it imports scipy.signal (2 s)
+    frontend = Frontend.from_arrays(p, store.frontend) if store.frontend else Frontend.build(p)
+    extractor = FeatureExtractor(frontend)
     power = extractor.power_spectrogram(extractor.prepare(y, sr=info.sample_rate)[0])
     if p.kind == "logspec":
         log = np.log(power + np.float32(p.amin))
@@ -347,6 +351,7 @@ def write_report(
     counts: str | Path,
     counts_table: str | Path,
     failures: str | Path,
+    processes: int = 1,
 ) -> None:
     """Write every report figure and table of one store.
 
@@ -358,13 +363,13 @@ def write_report(
         PNG files: one clip per class, the seed question, class x fold counts.
     counts_table, failures : str or Path
         HTML tables: class x fold counts with totals, and the failed files.
+    processes : int
+        Figures drawn at once, each in a forked process (matplotlib draws on
+        one core: the class grid alone takes a second).
     """
     with Store(store_path) as store:
         if not len(store):
             raise MelstoreError(f"{store_path} holds no clips to draw; see melstore info")
-        save_figure(class_examples_figure(store), classes)
-        save_figure(power_vs_db_figure(store), power_vs_db)
-        save_figure(counts_figure(store), counts)
         name = f"{store.attrs.get('dataset', '')} / {store.feature_set}"
         write_text(
             html_table(store.class_fold_counts(), title=f"{name}: clips per class and fold"),
@@ -378,3 +383,28 @@ def write_report(
             ),
             failures,
         )
+    # longest first, so that the others share the second core
+    figures = [("classes", classes), ("power_vs_db", power_vs_db), ("counts", counts)]
+    if processes < 2:
+        for figure, path in figures:
+            _draw(store_path, figure, path)
+        return
+    import librosa.display  # noqa: F401  (once, before the fork, for every process)
+
+    fork = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(min(processes, len(figures)), mp_context=fork) as pool:
+        drawn = [pool.submit(_draw, store_path, figure, path) for figure, path in figures]
+        for future in drawn:
+            future.result()  # raises what the drawing raised
+
+
+FIGURES = {
+    "classes": class_examples_figure,
+    "power_vs_db": power_vs_db_figure,
+    "counts": counts_figure,
+}
+
+
+def _draw(store_path: str | Path, figure: str, path: str | Path) -> None:
+    with Store(store_path) as store:  # opened per process: HDF5 handles do not survive a fork
+        save_figure(FIGURES[figure](store), path)

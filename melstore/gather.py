@@ -66,6 +66,7 @@ def gather_store(
     """
     p = FeatureParams.from_dict(params)
     index, computed, failed, versions = _index_shards(shard_paths)
+    frontend = _frontend_arrays(shard_paths[0])
     stored_rows, failure_rows = [], []
     clip_ids = manifest["clip_id"][1]
     n_clips = sum(clip_id in index for clip_id in clip_ids)
@@ -110,8 +111,9 @@ def gather_store(
                 "params": p.to_dict(),
                 "versions": versions,
             },
-            # every shard job built the same front end: any shard's frequencies do
-            axes=axes(_frequencies(shard_paths[0]), params=p, frame_counts=writer.frame_counts),
+            # every shard job built the same front end: any shard's will do
+            axes=axes(frontend["frequencies"], params=p, frame_counts=writer.frame_counts),
+            groups={"frontend": frontend},
         )
         shape = writer.shape
     summary = f"{out_path}: {len(stored_rows)} clips, features {shape} float32"
@@ -155,10 +157,10 @@ def _index_shards(shard_paths):
     return index, computed, failed, versions or {}
 
 
-def _frequencies(shard_path: str | Path) -> np.ndarray:
-    """The frequency axis of a shard."""
+def _frontend_arrays(shard_path: str | Path) -> dict[str, np.ndarray]:
+    """The window, filter bank and frequencies a shard was computed with."""
     with open_store(str(shard_path)) as shard:
-        return shard["axes/frequency"][()]
+        return {name: data[()] for name, data in shard["frontend"].items()}
 
 
 def _read_clip(features: h5py.Dataset, row: int, table: dict[str, np.ndarray]) -> np.ndarray:

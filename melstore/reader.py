@@ -140,6 +140,18 @@ class Store:
         """The files that could not be processed: clip_id, path, reason."""
         return read_group(self._file, "failures")
 
+    @cached_property
+    def frontend(self) -> dict[str, np.ndarray]:
+        """The analysis window and filter bank the features were computed with.
+
+        ``window`` (n_fft samples), ``filterbank`` (n_mels, 1 + n_fft // 2;
+        absent for ``logspec``) and ``frequencies``, as
+        :meth:`melstore.features.Frontend.arrays` names them. Empty for
+        stores written before melstore kept them.
+        """
+        group = self._file.get("frontend", {})
+        return {name: data[()] for name, data in group.items()}
+
     @property
     def label_column(self) -> str | None:
         """The metadata column naming each clip's class, or None if there is none."""

@@ -16,6 +16,9 @@ Layout of a store (``LAYOUT_VERSION`` 1)::
                           could not be processed
     /axes/frequency       Hz of each row (mel centre or FFT bin frequency)
     /axes/time            seconds of each frame centre
+    /frontend/<array>     what the features were computed with: window
+                          (n_fft), filterbank (n_mels, 1 + n_fft // 2;
+                          none for logspec) and frequencies
     attributes            format, layout_version, dataset, dataset_layout,
                           dataset_root, dataset_metadata, feature_set,
                           params (JSON), versions (JSON), n_clips, n_failures,

@@ -46,6 +46,16 @@ def test_open_gives_lazy_features_metadata_in_feature_order_params_and_axes(seed
     np.testing.assert_array_equal(seed.read(), everything)
 
 
+def test_the_store_keeps_the_window_and_mel_filter_bank_its_features_were_computed_with(seed):
+    import librosa
+
+    mel = librosa.filters.mel(sr=22050, n_fft=2048, n_mels=128, fmin=0.0, fmax=11025.0)
+    assert seed.frontend["filterbank"].shape == (128, 1025)
+    np.testing.assert_allclose(seed.frontend["filterbank"], mel, rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(seed.frontend["window"], librosa.filters.get_window("hann", 2048))
+    np.testing.assert_array_equal(seed.frontend["frequencies"], seed.axes.frequency)
+
+
 def test_folds_use_the_dataset_fold_column_and_test_every_row_exactly_once(seed):
     folds = seed.folds()
     assert len(folds) == demo.N_FOLDS

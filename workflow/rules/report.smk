@@ -27,6 +27,8 @@ rule report:
     localrule: True
     conda:
         "../../envs/melstore.yaml"
+    # figures drawn at once, each in its own process
+    threads: 3
     params:
         code=code_fingerprint(REPORT_MODULES),
     script:
