@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -65,64 +66,133 @@ def gather_store(
         fewer than ``min_success`` of the files succeeded (Kaldi's rule).
     """
     p = FeatureParams.from_dict(params)
-    index, computed, failed, versions = _index_shards(shard_paths)
-    frontend = _frontend_arrays(shard_paths[0])
-    stored_rows, failure_rows = [], []
-    clip_ids = manifest["clip_id"][1]
-    n_clips = sum(clip_id in index for clip_id in clip_ids)
-    _check_success(n_clips, len(clip_ids), failed, min_success=min_success, out_path=out_path)
+    gathering = plan_gather(
+        manifest, shard_paths, on_error=on_error, min_success=min_success, out_path=out_path
+    )
     with (
         StoreWriter(
-            out_path, n_bins=p.n_bins, n_frames=p.n_frames, channels=p.channels, n_clips=n_clips
+            out_path,
+            n_bins=p.n_bins,
+            n_frames=p.n_frames,
+            channels=p.channels,
+            n_clips=len(gathering.sources),
         ) as writer,
         OpenStores() as shards,
     ):
-        for row, clip_id in enumerate(clip_ids):
-            if clip_id in index:
-                shard_path, shard_row = index[clip_id]
-                features = shards.features(shard_path)
-                if p.n_frames is None:
-                    writer.append(_read_clip(features, shard_row, computed[shard_path]))
-                else:
-                    offset = writer.chunk_offset(shard_row)
-                    writer.append_chunk(features.id.read_direct_chunk(offset)[1])
-                stored_rows.append(row)
-            elif clip_id in failed:
-                if on_error == "fail":
-                    _, path, reason = failed[clip_id]
-                    raise MelstoreError(f"{path}: {reason}")
-                failure_rows.append(failed[clip_id])
+        for shard_path, shard_row in gathering.sources:
+            features = shards.features(shard_path)
+            if p.n_frames is None:
+                writer.append(read_clip(features, shard_row, gathering.computed[shard_path]))
             else:
-                raise MelstoreError(f"clip {clip_id!r} is in no shard; rerun the workflow")
-        metadata = _metadata(manifest, stored_rows, computed, index)
-        failures = {  # text columns, even when empty
-            name: np.asarray(values, dtype=object)
-            for name, values in zip(FAILURE_COLUMNS, columns_of(failure_rows, 3), strict=True)
-        }
+                offset = writer.chunk_offset(shard_row)
+                writer.append_chunk(features.id.read_direct_chunk(offset)[1])
         writer.finish(
-            metadata=metadata,
-            failures=failures,
-            attrs={
-                "dataset": dataset["name"],
-                "dataset_layout": dataset["layout"],
-                "dataset_root": str(dataset["root"]),
-                "dataset_metadata": str(dataset["metadata"] or ""),
-                "feature_set": feature_set,
-                "params": p.to_dict(),
-                "versions": versions,
-            },
-            # every shard job built the same front end: any shard's will do
-            axes=axes(frontend["frequencies"], params=p, frame_counts=writer.frame_counts),
-            groups={"frontend": frontend},
+            metadata=gathering.metadata,
+            failures=gathering.failures,
+            attrs=store_attrs(
+                dataset, feature_set=feature_set, params=p, versions=gathering.versions
+            ),
+            axes=gathering.axes(p),
+            groups={"frontend": gathering.frontend},
         )
         shape = writer.shape
-    summary = f"{out_path}: {len(stored_rows)} clips, features {shape} float32"
-    if failure_rows:
+    summary = f"{out_path}: {len(gathering.sources)} clips, features {shape} float32"
+    n_failed = len(gathering.failures["clip_id"])
+    if n_failed:
         summary += (
-            f"; {len(failure_rows)} of {len(clip_ids)} files failed; "
+            f"; {n_failed} of {len(manifest['clip_id'][1])} files failed; "
             f"see failures table in {out_path}"
         )
     return summary
+
+
+@dataclass
+class Gathering:
+    """What a store will hold, read from its shards' small tables.
+
+    Attributes
+    ----------
+    sources : list of (str, int)
+        The shard file and row of each clip to store, in store order.
+    metadata, failures : dict of str to np.ndarray
+        The store's tables, as columns.
+    computed : dict
+        Each shard's own metadata columns (they locate variable-length clips).
+    versions : dict
+        The library versions the shards were computed with.
+    frontend : dict of str to np.ndarray
+        The window and filter bank they were computed with.
+    """
+
+    sources: list[tuple[str, int]]
+    metadata: dict[str, np.ndarray]
+    failures: dict[str, np.ndarray]
+    computed: dict[str, dict[str, np.ndarray]]
+    versions: dict
+    frontend: dict[str, np.ndarray]
+
+    def frame_counts(self) -> list[int]:
+        """Frames of each clip to store, from variable-length shards' tables."""
+        return [int(self.computed[shard]["n_frames"][row]) for shard, row in self.sources]
+
+    def axes(self, params: FeatureParams) -> dict[str, np.ndarray]:
+        """The store's frequency and time axes."""
+        counts = [] if params.n_frames else self.frame_counts()
+        return axes(self.frontend["frequencies"], params=params, frame_counts=counts)
+
+
+def plan_gather(
+    manifest: ManifestColumns,
+    shard_paths: Sequence[str | Path],
+    *,
+    on_error: str = "skip",
+    min_success: float = 0.0,
+    out_path: str | Path = "the store",
+) -> Gathering:
+    """Read the shards' tables and decide which clips the store holds, in manifest order.
+
+    Raises
+    ------
+    MelstoreError
+        As :func:`gather_store` does, before anything is written.
+    """
+    index, computed, failed, versions = _index_shards(shard_paths)
+    clip_ids = manifest["clip_id"][1]
+    n_clips = sum(clip_id in index for clip_id in clip_ids)
+    _check_success(n_clips, len(clip_ids), failed, min_success=min_success, out_path=out_path)
+    stored_rows, failure_rows = [], []
+    for row, clip_id in enumerate(clip_ids):
+        if clip_id in index:
+            stored_rows.append(row)
+        elif clip_id in failed:
+            if on_error == "fail":
+                _, path, reason = failed[clip_id]
+                raise MelstoreError(f"{path}: {reason}")
+            failure_rows.append(failed[clip_id])
+        else:
+            raise MelstoreError(f"clip {clip_id!r} is in no shard; rerun the workflow")
+    metadata = _metadata(manifest, stored_rows, computed, index)
+    failures = {  # text columns, even when empty
+        name: np.asarray(values, dtype=object)
+        for name, values in zip(FAILURE_COLUMNS, columns_of(failure_rows, 3), strict=True)
+    }
+    sources = [index[clip_id] for clip_id in metadata["clip_id"]]
+    # every shard job built the same front end: any shard's will do
+    frontend = _frontend_arrays(shard_paths[0])
+    return Gathering(sources, metadata, failures, computed, versions, frontend)
+
+
+def store_attrs(dataset: dict, feature_set: str, *, params: FeatureParams, versions: dict) -> dict:
+    """The attributes the gather gives a store (besides its layout's own)."""
+    return {
+        "dataset": dataset["name"],
+        "dataset_layout": dataset["layout"],
+        "dataset_root": str(dataset["root"]),
+        "dataset_metadata": str(dataset["metadata"] or ""),
+        "feature_set": feature_set,
+        "params": params.to_dict(),
+        "versions": versions,
+    }
 
 
 def _check_success(n_ok: int, total: int, failed: dict, *, min_success, out_path):
@@ -163,8 +233,8 @@ def _frontend_arrays(shard_path: str | Path) -> dict[str, np.ndarray]:
         return {name: data[()] for name, data in shard["frontend"].items()}
 
 
-def _read_clip(features: h5py.Dataset, row: int, table: dict[str, np.ndarray]) -> np.ndarray:
-    """One clip of a variable-length (concatenated) shard."""
+def read_clip(features: h5py.Dataset, row: int, table: dict[str, np.ndarray]) -> np.ndarray:
+    """One clip of a variable-length (concatenated) shard, by row."""
     start = int(table["frame_offset"][row])
     return features[:, start : start + int(table["n_frames"][row])]
 

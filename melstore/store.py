@@ -208,12 +208,7 @@ class StoreWriter:
                 f"{self.path}: {n_rows} metadata rows for {len(self.frame_counts)} clips"
             )
         if self.n_frames is None:
-            counts = np.asarray(self.frame_counts, dtype=np.int64)
-            metadata = {
-                **dict(metadata),
-                "frame_offset": np.cumsum(counts) - counts,
-                "n_frames": counts,
-            }
+            metadata = {**dict(metadata), **clip_locations(self.frame_counts)}
         _write_table(self._file.create_group("metadata"), metadata)
         _write_table(self._file.create_group("failures"), {c: failures[c] for c in FAILURE_COLUMNS})
         axes_group = self._file.create_group("axes")
@@ -250,6 +245,12 @@ class StoreWriter:
         if self.n_frames is None:
             return ["frequency", "time"]
         return ["clip", *(["channel"] if self.channels else []), "frequency", "time"]
+
+
+def clip_locations(frame_counts: Sequence[int]) -> dict[str, np.ndarray]:
+    """Where each clip of a variable-length store lies along time: frame_offset, n_frames."""
+    counts = np.asarray(frame_counts, dtype=np.int64)
+    return {"frame_offset": np.cumsum(counts) - counts, "n_frames": counts}
 
 
 def _write_table(group: h5py.Group, table: Table) -> None:
@@ -345,5 +346,10 @@ class OpenStores:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every file kept open."""
         for handle, _ in self.files.values():
             handle.close()
+        self.files.clear()

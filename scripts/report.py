@@ -1,11 +1,23 @@
-"""Snakemake adapter: draw the report figures and tables of one store."""
+"""Snakemake adapter: draw the report figures and tables of one store, from its shards."""
 
 from melstore.jobs import snakemake_job
 
 with snakemake_job(snakemake) as log:
-    from melstore.figures import write_report
+    from functools import partial
 
-    write_report(
-        snakemake.input.store, **dict(snakemake.output.items()), processes=snakemake.threads
+    from melstore.figures import write_report
+    from melstore.reader import ShardedStore
+
+    # the shards hold what the gather is writing: drawing runs beside it, not after
+    store = partial(
+        ShardedStore,
+        manifest=snakemake.params.manifest,
+        shard_paths=snakemake.input.shards,
+        dataset=snakemake.params.dataset,
+        feature_set=snakemake.wildcards.featureset,
+        params=snakemake.params.features,
     )
-    log.info("report of %s written to %s", snakemake.input.store, snakemake.output.classes)
+    # each figure in its own forked process: the gather beside this job spends much
+    # of its time waiting on the disk, and the class grid alone takes a second
+    write_report(store, **dict(snakemake.output.items()), processes=3)
+    log.info("report of %s written to %s", snakemake.wildcards.featureset, snakemake.output.classes)

@@ -2,6 +2,7 @@
 
 import itertools
 
+import librosa
 import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -16,6 +17,8 @@ from melstore.figures import (
     power_and_log,
     power_vs_db_figure,
 )
+from melstore.presets import resolve_feature_set
+from melstore.store import FAILURE_COLUMNS, StoreWriter
 
 FIGURES = {
     "clip": lambda store: clip_figure(store, 5),
@@ -56,9 +59,8 @@ def drawn_texts(fig):
     ]
 
 
-@pytest.mark.parametrize("name", FIGURES)
-def test_no_text_overlaps_or_leaves_the_figure(store, name):
-    fig = FIGURES[name](store)
+def assert_readable(fig):
+    """No text is cut off by the figure's edge or overlaps another."""
     texts = drawn_texts(fig)
     width, height = fig.canvas.get_width_height()
     outside = [
@@ -71,6 +73,35 @@ def test_no_text_overlaps_or_leaves_the_figure(store, name):
         if box_a.overlaps(box_b)
     ]
     assert overlapping == []
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_no_text_overlaps_or_leaves_the_figure(store, name):
+    assert_readable(FIGURES[name](store))
+
+
+@pytest.mark.parametrize("n_classes", [7, 50])
+def test_class_grids_with_an_empty_slot_or_fifty_classes_stay_readable(tmp_path, n_classes):
+    # ESC-50's 50 classes fill a 10 x 5 grid; 7 classes leave a slot empty in a 2 x 4 one
+    params = resolve_feature_set("seed", {}).to_dict()
+    n_frames, rng = 130, np.random.default_rng(0)
+    mel_centres = librosa.mel_frequencies(n_mels=130, fmax=11025)[1:-1]
+    path = tmp_path / "grid.h5"
+    with StoreWriter(path, n_bins=128, n_frames=n_frames, n_clips=n_classes) as writer:
+        for _ in range(n_classes):
+            writer.append(rng.uniform(-80, 0, (128, n_frames)).astype(np.float32))
+        names = [f"class_{i}_{'x' * (i % 12)}" for i in range(n_classes)]
+        writer.finish(
+            metadata={"clip_id": [f"{i}-a-b" for i in range(n_classes)], "class": names,
+                      "n_frames_valid": [n_frames] * n_classes},
+            failures={c: np.array([], dtype=object) for c in FAILURE_COLUMNS},
+            attrs={"dataset": "esc50", "feature_set": "seed", "params": params},
+            axes={"frequency": mel_centres, "time": np.arange(n_frames) / 43},
+        )  # fmt: skip
+    with melstore.open(path) as store:
+        fig = class_examples_figure(store)
+        assert len([ax for ax in fig.axes if ax.get_visible()]) == n_classes + 1  # + colour bar
+        assert_readable(fig)
 
 
 @pytest.mark.parametrize("name", ["clip", "classes", "power_vs_db"])

@@ -3,7 +3,9 @@
 
 rule report:
     input:
-        store=rules.gather.output[0],
+        # what the gather reads: the report is drawn while the store is written
+        shards=shard_paths,
+        metadata=plan.metadata_files(),
     output:
         classes=report_file(
             "classes.png", caption="classes.rst", shows="one clip per class"
@@ -27,9 +29,12 @@ rule report:
     localrule: True
     conda:
         "../../envs/melstore.yaml"
-    # figures drawn at once, each in its own process
-    threads: 3
+    # one core, so that it runs beside the gather (see scripts/report.py)
+    threads: 1
     params:
+        manifest=plan.manifest.store_columns(),
+        features=feature_params,
+        dataset=config["dataset"],
         code=code_fingerprint(REPORT_MODULES),
     script:
         "../../scripts/report.py"
