@@ -3,8 +3,10 @@
 One invocation runs, on the same cores and the same corpus:
 
 (a) the lean baseline script, (b) the seed recipe in a process pool,
-(c) the full pipeline from clean, (d) a no-op rerun, (e) a rerun after one
-file changed, and (f) random reads of single clips from the store.
+(c) the full pipeline from clean (``snakemake --cores N``: the store and its
+report), (d) a no-op rerun, (e) a rerun after one file changed, and (f)
+random reads of single clips from the store. (c') and (e') repeat (c) and (e)
+for the store alone, as the scripts build no report.
 
 Times are wall seconds, CPU is user + system of the whole process tree, and
 peak RSS is the largest single process. The machines are shared and noisy, so
@@ -91,6 +93,12 @@ def link_dataset(corpus: Path, root: Path) -> None:
             os.link(source, target)
 
 
+def clean(workdir: Path) -> None:
+    """Remove everything a pipeline run wrote, for a run from clean."""
+    for outputs in ("results", "logs", "benchmarks", ".snakemake"):
+        shutil.rmtree(workdir / outputs, ignore_errors=True)
+
+
 def snakemake_command(workdir: Path, cores: int, *targets: str) -> list[str]:
     return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
             "--directory", str(workdir), "--cores", str(cores), *targets]  # fmt: skip
@@ -115,10 +123,13 @@ def random_reads(store: Path, *, n: int = 1000, seed: int = 0) -> float:
     return statistics.median(times) * 1e3
 
 
-def change_one_file(root: Path) -> str:
-    """Replace one clip's content (a new file, so the corpus's hard link is untouched)."""
+def change_one_file(root: Path, *, position: float = 0.5) -> str:
+    """Replace one clip's content (a new file, so the corpus's hard link is untouched).
+
+    The clip is the one at ``position`` (0 to 1) of the metadata CSV.
+    """
     table = pd.read_csv(root / "metadata" / "UrbanSound8K.csv")
-    row = table.iloc[len(table) // 2]
+    row = table.iloc[int((len(table) - 1) * position)]
     path = root / "audio" / f"fold{row['fold']}" / row["slice_file_name"]
     tone = np.sin(2 * np.pi * 1000 * np.arange(44100 * 2) / 44100).astype(np.float32) * 0.3
     path.unlink()
@@ -155,6 +166,7 @@ def median_run(runs: list[Run]) -> Run:
 def report(runs: dict[str, Run], extra: dict, *, files: int, cores: int, command: str) -> str:
     b, c = runs["b"], runs["c"]
     ratios = {"c/a": extra["c/a"], "c/b": c.wall / b.wall, "e/c": runs["e"].wall / c.wall}
+    store_c_a, store_e_c = extra["c'/a"], runs["e'"].wall / runs["c'"].wall
     checks = {
         "c/a": ratios["c/a"] <= TARGETS["c/a"],
         "c/b": ratios["c/b"] <= TARGETS["c/b"],
@@ -193,6 +205,9 @@ def report(runs: dict[str, Run], extra: dict, *, files: int, cores: int, command
             f"{TARGETS['gather_rss_mb']} MB", "gather_rss_mb"),
         row("largest extraction job RSS", f"{extra['extract_rss_mb']:.0f} MB",
             f"{TARGETS['extract_rss_mb']} MB", "extract_rss_mb"),
+        "",
+        f"The store alone, without the report (the scripts draw none): c'/a {store_c_a:.2f}, "
+        f"e'/c' {store_e_c:.2f}.",
         "",
         f"Largest difference between the pipeline's features and the seed recipe's: "
         f"{extra['max_db_difference']:.5f} dB.",
@@ -272,21 +287,16 @@ def main(
     # (a) and (c) alternate, so that a slow spell of a shared machine hits both.
     pairs = []
     for _ in range(repeats):
-        for outputs in ("results", "logs", "benchmarks", ".snakemake"):
-            shutil.rmtree(pipeline / outputs, ignore_errors=True)
+        clean(pipeline)
         pairs.append((measure("(a) lean script", lean),
-                      measure("(c) pipeline from clean", snakemake_command(pipeline, cores, STORE),
-                              note=f"snakemake {STORE}")))  # fmt: skip
+                      measure("(c) pipeline from clean", snakemake_command(pipeline, cores),
+                              note="snakemake: the store and its report")))  # fmt: skip
     runs = {
         "a": median_run([a for a, _ in pairs]),
         "b": measure("(b) seed recipe, process pool", [python, "-m", "bench.baselines", "seed",
                      str(root), "--out", str(workdir / "seed.h5"), "--workers", str(cores)]),
-        # The store, as the scripts build it; the report's figures are measured apart (g).
         "c": median_run([c for _, c in pairs]),
-        "g": measure("(g) report figures (rest of the default target)",
-                     snakemake_command(pipeline, cores), note="not in c: the scripts draw none"),
-        "d": measure("(d) no-op rerun", snakemake_command(pipeline, cores),
-                     note="default target"),
+        "d": measure("(d) no-op rerun", snakemake_command(pipeline, cores)),
     }  # fmt: skip
     store = pipeline / STORE
     extra = {
@@ -294,11 +304,18 @@ def main(
         "extract_rss_mb": job_peak_rss(pipeline, "extract"),
         "max_db_difference": max_db_difference(store, workdir / "seed.h5"),
     }
-    changed = change_one_file(root)
-    command = snakemake_command(pipeline, cores, STORE)
-    runs["e"] = measure("(e) rerun after one file changed", command, note=f"changed {changed}")
+    changed = change_one_file(root, position=0.5)
+    runs["e"] = measure("(e) rerun after one file changed", snakemake_command(pipeline, cores),
+                        note=f"changed {changed}")  # fmt: skip
     extra["f_ms"] = random_reads(store)
+    clean(pipeline)
+    store_only = snakemake_command(pipeline, cores, STORE)
+    runs["c'"] = measure("(c') the store alone, from clean", store_only, note=f"snakemake {STORE}")
+    changed = change_one_file(root, position=0.25)
+    runs["e'"] = measure("(e') the store alone, one file changed", store_only,
+                         note=f"changed {changed}")  # fmt: skip
     extra["c/a"] = statistics.median(c.wall / a.wall for a, c in pairs)
+    extra["c'/a"] = runs["c'"].wall / runs["a"].wall
     command = f"python -m bench.run --files {files} --cores {cores} --repeats {repeats}" + (
         f" --shard-size {shard_size}" if shard_size else ""
     )

@@ -34,6 +34,7 @@ time, host or completion order: the same inputs give the same bytes.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections import OrderedDict
@@ -144,7 +145,7 @@ class StoreWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            self._file.close()  # flushes: fails on a full disk
+            self._close(failing=exc_type is not None)
             if exc_type is None and self._finished:
                 # ext4 writes the new file back before a rename over an existing
                 # one (auto_da_alloc): 0.1-0.6 s for a 580 MB shard rebuilt in place
@@ -152,6 +153,17 @@ class StoreWriter:
                 os.replace(self.tmp_path, self.path)
         finally:
             self.tmp_path.unlink(missing_ok=True)
+
+    def _close(self, *, failing: bool) -> None:
+        """Close the file, which flushes it: on a full disk, that is where writing fails."""
+        try:
+            self._file.close()
+        except (OSError, RuntimeError) as err:
+            if failing:
+                return  # the error that stopped the writing says more; the file is removed
+            if "No space left on device" in str(err):  # HDF5 reports a failed flush so
+                raise OSError(errno.ENOSPC, f"no space left on device for {self.path}") from err
+            raise
 
     def append(self, features: np.ndarray) -> None:
         """Add the next clip's features, shape ([n_channels,] n_bins, n_frames)."""
