@@ -125,7 +125,7 @@ def extract_shard(
         _computed_in_order(
             todo,
             root=root,
-            extractor=FeatureExtractor(frontend),
+            frontend=frontend,
             checksums=checksums,
             processes=processes,
         ) as computed,
@@ -228,6 +228,10 @@ def _source_stat(root: str | Path, path: str, problem: str) -> tuple[int, int]:
 _worker: dict = {}
 
 
+def _start_worker(frontend: Frontend) -> None:
+    _worker["extractor"] = FeatureExtractor(frontend)
+
+
 def _compute_clip(entry: tuple[str, str, str]) -> str | tuple[np.ndarray, tuple]:
     """One clip's features and computed columns, or the reason it failed."""
     clip_id, path, problem = entry
@@ -265,28 +269,40 @@ _CHUNKSIZE = 16
 
 @contextmanager
 def _computed_in_order(
-    todo, *, root, extractor: FeatureExtractor, checksums: dict[str, str], processes: int
+    todo, *, root, frontend: Frontend, checksums: dict[str, str], processes: int
 ) -> Iterator:
     """Outcomes of :func:`_compute_clip` for ``todo``, in order, from a fork pool if it pays.
 
     With a pool and a fixed clip shape, a clip's features are a view that is
-    valid until the next outcome is drawn (:class:`_SlotRing`).
+    valid until the next outcome is drawn (:class:`_SlotRing`). A few files
+    (a rerun after some changed) go to one worker that imports the DSP code
+    itself (scipy, 0.3 s) while this process copies the unchanged clips.
     """
-    _worker.update(root=root, extractor=extractor, checksums=checksums)
-    if processes <= 1 or len(todo) < 2 * processes:
+    _worker.update(root=root, checksums=checksums)
+    if not todo:
+        yield iter(())
+        return
+    if processes <= 1:
+        _worker["extractor"] = FeatureExtractor(frontend)
         yield map(_compute_clip, todo)
         return
     context = multiprocessing.get_context("fork")
-    shape = extractor.params.clip_shape
-    ring = (
-        None
-        if shape is None
-        else _SlotRing(context, shape=shape, n_slots=2 * processes * _CHUNKSIZE)
-    )
+    if len(todo) < 2 * processes:
+        pool, ring = {"max_workers": 1, "initializer": _start_worker, "initargs": (frontend,)}, None
+    else:
+        # built before the fork: scipy is imported once, and its pages are shared
+        _worker["extractor"] = FeatureExtractor(frontend)
+        pool = {"max_workers": processes}
+        shape = frontend.params.clip_shape
+        ring = (
+            None
+            if shape is None
+            else _SlotRing(context, shape=shape, n_slots=2 * processes * _CHUNKSIZE)
+        )
     _worker["ring"] = ring
     # an executor, not a Pool: when a worker dies, a Pool waits forever for its files
-    with ProcessPoolExecutor(processes, mp_context=context) as executor:
-        if ring is None:  # variable-length clips go through the pipe
+    with ProcessPoolExecutor(mp_context=context, **pool) as executor:
+        if ring is None:  # a few clips, or variable-length ones, go through the pipe
             outcomes = executor.map(_compute_clip, todo, chunksize=_CHUNKSIZE)
         else:
             outcomes = ring.drain(

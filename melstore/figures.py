@@ -8,7 +8,10 @@ titles, labels and colour bars never overlap.
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
+import logging
 import math
 import multiprocessing
 from collections.abc import Callable, Mapping
@@ -16,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -25,9 +29,14 @@ from melstore.audio import decode, file_checksum
 from melstore.errors import MelstoreError
 from melstore.features import FeatureExtractor, FeatureParams, Frontend
 from melstore.files import atomic_path
+from melstore.fingerprint import REPORT_MODULES, code_fingerprint
 from melstore.reader import Store
 
+log = logging.getLogger("melstore")
+
 CMAP = "magma"
+# The text chunk of a report PNG holding the digest of what it shows (see shown_digest).
+SHOWN_KEY = "melstore:shows"
 # mel axes mark the top 5 octaves in range, as librosa's "mel" axis does (512 ... 8192 Hz)
 MEL_TICKS_HZ = tuple(2**k for k in range(5, 16))
 GRID_COLUMNS = 5
@@ -288,6 +297,11 @@ def power_and_log(store: Store, row: int) -> tuple[np.ndarray, np.ndarray, float
     return power, log, float(np.abs(log - stored).max())
 
 
+def seed_question_row(store: Store) -> int:
+    """The clip the seed-question figure shows by default: the longest, first in store order."""
+    return int(np.argmax(store.metadata["n_frames_valid"].to_numpy()))
+
+
 def power_vs_db_figure(store: Store, key: int | str | None = None) -> Figure:
     """The seed question: one clip's mel power on a linear colour scale, and in dB.
 
@@ -297,10 +311,7 @@ def power_vs_db_figure(store: Store, key: int | str | None = None) -> Figure:
     key : int or str, optional
         Feature row or clip id; default: the longest clip (first in store order).
     """
-    if key is None:
-        row = int(np.argmax(store.metadata["n_frames_valid"].to_numpy()))
-    else:
-        row = store.row(key)
+    row = seed_question_row(store) if key is None else store.row(key)
     meta = store.metadata.iloc[row]
     power, log, mismatch = power_and_log(store, row)
     mel = store.params["kind"] == "logmel"
@@ -368,13 +379,19 @@ def html_table(frame: pd.DataFrame, *, title: str, empty: str = "none") -> str:
     )
 
 
-def save_figure(fig: Figure, path: str | Path, *, dpi: int = 110) -> None:
-    """Write a figure atomically, in the format named by the file's extension."""
+def save_figure(
+    fig: Figure, path: str | Path, *, dpi: int = 110, metadata: dict | None = None
+) -> None:
+    """Write a figure atomically, in the format named by the file's extension.
+
+    ``metadata`` goes into the file as matplotlib's ``savefig`` stores it
+    (text chunks of a PNG).
+    """
     path = Path(path)
     kind = path.suffix.lstrip(".").lower()
     with atomic_path(path) as tmp:
         try:
-            fig.savefig(tmp, format=kind, dpi=dpi)
+            fig.savefig(tmp, format=kind, dpi=dpi, **({"metadata": metadata} if metadata else {}))
         except ValueError as err:
             raise MelstoreError(f"{path}: cannot write a figure as {kind!r}: {err}") from None
 
@@ -409,6 +426,12 @@ def write_report(
     processes : int
         Figures drawn at once, each in a forked process (matplotlib draws on
         one core: the class grid alone takes a second).
+
+    Notes
+    -----
+    Each PNG carries the :func:`shown_digest` of what it shows. A figure whose
+    existing file carries the current digest is not drawn again, so a rerun
+    after one changed clip redraws only the figures that clip appears in.
     """
     opener = partial(Store, store) if isinstance(store, str | Path) else store
     with opener() as opened:
@@ -427,19 +450,67 @@ def write_report(
             ),
             failures,
         )
-    # longest first, so that the others share the second core
-    figures = [("classes", classes), ("power_vs_db", power_vs_db), ("counts", counts)]
-    if processes < 2:
-        for figure, path in figures:
-            _draw(opener, figure, path)
+        # longest first, so that the others share the second core
+        wanted = {"classes": classes, "power_vs_db": power_vs_db, "counts": counts}
+        shown = {figure: shown_digest(figure, opened) for figure in wanted}
+    stale = [(f, path, shown[f]) for f, path in wanted.items() if digest_in(path) != shown[f]]
+    log.info(
+        "drawing %s; unchanged: %s",
+        ", ".join(f for f, _, _ in stale) or "nothing",
+        ", ".join(sorted(set(wanted) - {f for f, _, _ in stale})) or "nothing",
+    )
+    if processes < 2 or len(stale) < 2:
+        for figure, path, digest in stale:
+            _draw(opener, figure, path, digest)
         return
     import librosa.display  # noqa: F401  (once, before the fork, for every process)
 
     fork = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(min(processes, len(figures)), mp_context=fork) as pool:
-        drawn = [pool.submit(_draw, opener, figure, path) for figure, path in figures]
+    with ProcessPoolExecutor(min(processes, len(stale)), mp_context=fork) as pool:
+        drawn = [pool.submit(_draw, opener, *figure) for figure in stale]
         for future in drawn:
             future.result()  # raises what the drawing raised
+
+
+def shown_digest(figure: str, store: Store) -> str:
+    """A digest of everything a report figure shows: an unchanged digest, an unchanged picture.
+
+    It covers the drawing code and library versions, the store's parameters,
+    names and axes, and the figure's own data: every metadata value and
+    feature of the clips it draws (the class grid's examples, the seed
+    question's clip, whose source checksum is among them), or the class x fold
+    counts.
+    """
+    digest = hashlib.sha256()
+
+    def add(*parts) -> None:
+        for part in parts:
+            digest.update(part.tobytes() if isinstance(part, np.ndarray) else str(part).encode())
+            digest.update(b"\0")
+
+    add(figure, code_fingerprint(REPORT_MODULES), matplotlib.__version__)
+    add(json.dumps(store.versions, sort_keys=True), json.dumps(store.params, sort_keys=True))
+    add(store.attrs.get("dataset", ""), store.feature_set, store.axes.frequency, store.axes.time)
+    if figure == "counts":
+        add(store.class_fold_counts().to_csv(), len(store), len(store.failures))
+        return digest.hexdigest()
+    rows = class_examples(store).index if figure == "classes" else [seed_question_row(store)]
+    for row in rows:
+        add(json.dumps(store.metadata.iloc[row].to_dict(), default=str), store.clip(int(row)))
+    if figure == "power_vs_db":  # recomputed from the audio with the store's front end
+        add(*store.frontend.values())
+    return digest.hexdigest()
+
+
+def digest_in(path: str | Path) -> str | None:
+    """The :func:`shown_digest` a report PNG was drawn with, or None."""
+    from PIL import Image  # matplotlib's own PNG dependency
+
+    try:
+        with Image.open(path) as image:
+            return image.text.get(SHOWN_KEY)
+    except (OSError, ValueError):  # missing, or not a readable PNG: draw it
+        return None
 
 
 FIGURES = {
@@ -449,6 +520,6 @@ FIGURES = {
 }
 
 
-def _draw(opener: Callable[[], Store], figure: str, path: str | Path) -> None:
+def _draw(opener: Callable[[], Store], figure: str, path: str | Path, digest: str) -> None:
     with opener() as store:  # opened per process: HDF5 handles do not survive a fork
-        save_figure(FIGURES[figure](store), path)
+        save_figure(FIGURES[figure](store), path, metadata={SHOWN_KEY: digest})

@@ -2,11 +2,23 @@
 
 import base64
 import re
+import shutil
 import subprocess
 import sys
+import time
 
+import h5py
 import pytest
 from conftest import REPO, assert_real_image
+
+import melstore
+from melstore.figures import (
+    class_examples,
+    digest_in,
+    seed_question_row,
+    shown_digest,
+    write_report,
+)
 
 FEATURE_SETS = ("seed", "logspec", "seed64")
 FIGURES = ("classes.png", "power_vs_db.png", "counts.png")
@@ -78,3 +90,28 @@ def test_extraction_logs_progress_and_the_gather_prints_one_line_per_store(
         "results/ponds/var.h5: 6 clips, features (32, 259) float32; "
         "1 of 7 files failed; see failures table in results/ponds/var.h5"
     )
+
+
+def test_a_figure_is_redrawn_only_when_what_it_shows_changes(demo_build, tmp_path, monkeypatch):
+    monkeypatch.chdir(demo_build[0])  # the demo's dataset root is relative, as in the job
+    store = tmp_path / "seed.h5"
+    shutil.copy("results/demo/seed.h5", store)
+    outputs = {name: tmp_path / f"{name}.png" for name in ("classes", "power_vs_db", "counts")}
+    tables = {"counts_table": tmp_path / "counts.html", "failures": tmp_path / "failures.html"}
+    write_report(store, **outputs, **tables, processes=2)
+    drawn = {name: path.stat().st_mtime_ns for name, path in outputs.items()}
+    for path in outputs.values():
+        assert digest_in(path) is not None
+    with melstore.open(store) as opened:
+        example = int(class_examples(opened).index[0])
+        assert example != seed_question_row(opened)
+    with h5py.File(store, "r+") as f:  # one example of the class grid, and nothing else
+        f["features"][example] = f["features"][example] - 1.0
+    outputs["counts"].write_bytes(b"not a png")  # a file without a digest is redrawn
+    time.sleep(0.01)
+    write_report(store, **outputs, **tables, processes=2)
+    changed = {name for name, path in outputs.items() if path.stat().st_mtime_ns != drawn[name]}
+    assert changed == {"classes", "counts"}
+    assert_real_image(outputs["counts"], min_colours=40)
+    with melstore.open(store) as opened:  # the redrawn grid carries the new digest
+        assert digest_in(outputs["classes"]) == shown_digest("classes", opened)

@@ -51,9 +51,13 @@ def feature_params(wildcards):
 
 
 def report_file(name, *, caption, shows):
-    """An output of the report rule, listed under its feature set in the HTML report."""
+    """An output of the report rule, listed under its feature set in the HTML report.
+
+    Kept until the job replaces it (update): a figure that shows the same data
+    is not drawn again.
+    """
     return report(
-        f"{RESULTS}/report/{{featureset}}/{name}",
+        update(f"{RESULTS}/report/{{featureset}}/{name}"),
         caption=f"../report/{caption}",
         category="{featureset}",
         labels={"result": shows},
