@@ -1,25 +1,18 @@
-"""Figures and tables of a store, for ``melstore show`` and the Snakemake report.
+"""Figures of a store, for ``melstore show`` and the Snakemake report (:mod:`melstore.report`).
 
 Figures are built on :class:`matplotlib.figure.Figure` objects, not pyplot,
 so they render with the Agg canvas whatever backend a caller has chosen, and
-leave no global state behind. Layout is matplotlib's constrained layout, so
-titles, labels and colour bars never overlap.
+leave no global state behind. Layout is matplotlib's constrained layout, or
+fixed margins for the class grid, so titles, labels and colour bars never
+overlap (``tests/test_figures.py`` checks every text box).
 """
 
 from __future__ import annotations
 
-import hashlib
-import html
-import json
-import logging
 import math
-import multiprocessing
-from collections.abc import Callable, Mapping
-from concurrent.futures import ProcessPoolExecutor
-from functools import partial
+from collections.abc import Mapping
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -29,14 +22,10 @@ from melstore.audio import decode, file_checksum
 from melstore.errors import MelstoreError
 from melstore.features import FeatureExtractor, FeatureParams, Frontend
 from melstore.files import atomic_path
-from melstore.fingerprint import REPORT_MODULES, code_fingerprint
 from melstore.reader import Store
-
-log = logging.getLogger("melstore")
+from melstore.report import class_examples, seed_question_row
 
 CMAP = "magma"
-# The text chunk of a report PNG holding the digest of what it shows (see shown_digest).
-SHOWN_KEY = "melstore:shows"
 # mel axes mark the top 5 octaves in range, as librosa's "mel" axis does (512 ... 8192 Hz)
 MEL_TICKS_HZ = tuple(2**k for k in range(5, 16))
 GRID_COLUMNS = 5
@@ -171,18 +160,6 @@ def _mark_padding(ax, store: Store, meta: pd.Series) -> None:
         )
 
 
-def class_examples(store: Store) -> pd.DataFrame:
-    """One example row per class: its longest clip (the first of those, in store order).
-
-    Returns the metadata of the examples, sorted by class; the index is the
-    feature row. Without a class column, the longest clip overall.
-    """
-    table = store.metadata
-    groups = table[store.label_column] if store.label_column else pd.Series("", table.index)
-    longest = table.groupby(groups.to_numpy(), sort=True)["n_frames_valid"].idxmax()
-    return table.loc[longest.to_numpy()]
-
-
 def class_examples_figure(store: Store) -> Figure:
     """A grid with one example clip per class (at most 50), on one shared colour scale."""
     every_class = class_examples(store)
@@ -297,11 +274,6 @@ def power_and_log(store: Store, row: int) -> tuple[np.ndarray, np.ndarray, float
     return power, log, float(np.abs(log - stored).max())
 
 
-def seed_question_row(store: Store) -> int:
-    """The clip the seed-question figure shows by default: the longest, first in store order."""
-    return int(np.argmax(store.metadata["n_frames_valid"].to_numpy()))
-
-
 def power_vs_db_figure(store: Store, key: int | str | None = None) -> Figure:
     """The seed question: one clip's mel power on a linear colour scale, and in dB.
 
@@ -366,19 +338,6 @@ def counts_figure(store: Store) -> Figure:
     return fig
 
 
-def html_table(frame: pd.DataFrame, *, title: str, empty: str = "none") -> str:
-    """A small self-contained HTML page holding one table (the report shows HTML inline)."""
-    body = frame.to_html(border=0) if len(frame) else f"<p>{html.escape(empty)}</p>"
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>"
-        "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
-        "th,td{padding:.25em .7em;border-bottom:1px solid #ccc;text-align:right}"
-        "td:last-child{text-align:left}</style></head>"
-        f"<body><h3>{html.escape(title)}</h3>{body}</body></html>\n"
-    )
-
-
 def save_figure(
     fig: Figure, path: str | Path, *, dpi: int = 110, metadata: dict | None = None
 ) -> None:
@@ -394,132 +353,3 @@ def save_figure(
             fig.savefig(tmp, format=kind, dpi=dpi, **({"metadata": metadata} if metadata else {}))
         except ValueError as err:
             raise MelstoreError(f"{path}: cannot write a figure as {kind!r}: {err}") from None
-
-
-def write_text(text: str, path: str | Path) -> None:
-    """Write a text file atomically."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
-
-
-def write_report(
-    store: str | Path | Callable[[], Store],
-    *,
-    classes: str | Path,
-    power_vs_db: str | Path,
-    counts: str | Path,
-    counts_table: str | Path,
-    failures: str | Path,
-    processes: int = 1,
-) -> None:
-    """Write every report figure and table of one store.
-
-    Parameters
-    ----------
-    store : str, Path or callable
-        The store's path, or a callable opening it (a :class:`ShardedStore`
-        not gathered yet); each drawing process opens its own.
-    classes, power_vs_db, counts : str or Path
-        PNG files: one clip per class, the seed question, class x fold counts.
-    counts_table, failures : str or Path
-        HTML tables: class x fold counts with totals, and the failed files.
-    processes : int
-        Figures drawn at once, each in a forked process (matplotlib draws on
-        one core: the class grid alone takes a second).
-
-    Notes
-    -----
-    Each PNG carries the :func:`shown_digest` of what it shows. A figure whose
-    existing file carries the current digest is not drawn again, so a rerun
-    after one changed clip redraws only the figures that clip appears in.
-    """
-    opener = partial(Store, store) if isinstance(store, str | Path) else store
-    with opener() as opened:
-        if not len(opened):
-            raise MelstoreError(f"{opened.path} holds no clips to draw; see melstore info")
-        name = f"{opened.attrs.get('dataset', '')} / {opened.feature_set}"
-        write_text(
-            html_table(opened.class_fold_counts(), title=f"{name}: clips per class and fold"),
-            counts_table,
-        )
-        write_text(
-            html_table(
-                opened.failures.set_index("clip_id"),
-                title=f"{name}: {len(opened.failures)} file(s) could not be processed",
-                empty="Every file was read.",
-            ),
-            failures,
-        )
-        # longest first, so that the others share the second core
-        wanted = {"classes": classes, "power_vs_db": power_vs_db, "counts": counts}
-        shown = {figure: shown_digest(figure, opened) for figure in wanted}
-    stale = [(f, path, shown[f]) for f, path in wanted.items() if digest_in(path) != shown[f]]
-    log.info(
-        "drawing %s; unchanged: %s",
-        ", ".join(f for f, _, _ in stale) or "nothing",
-        ", ".join(sorted(set(wanted) - {f for f, _, _ in stale})) or "nothing",
-    )
-    if processes < 2 or len(stale) < 2:
-        for figure, path, digest in stale:
-            _draw(opener, figure, path, digest)
-        return
-    import librosa.display  # noqa: F401  (once, before the fork, for every process)
-
-    fork = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(min(processes, len(stale)), mp_context=fork) as pool:
-        drawn = [pool.submit(_draw, opener, *figure) for figure in stale]
-        for future in drawn:
-            future.result()  # raises what the drawing raised
-
-
-def shown_digest(figure: str, store: Store) -> str:
-    """A digest of everything a report figure shows: an unchanged digest, an unchanged picture.
-
-    It covers the drawing code and library versions, the store's parameters,
-    names and axes, and the figure's own data: every metadata value and
-    feature of the clips it draws (the class grid's examples, the seed
-    question's clip, whose source checksum is among them), or the class x fold
-    counts.
-    """
-    digest = hashlib.sha256()
-
-    def add(*parts) -> None:
-        for part in parts:
-            digest.update(part.tobytes() if isinstance(part, np.ndarray) else str(part).encode())
-            digest.update(b"\0")
-
-    add(figure, code_fingerprint(REPORT_MODULES), matplotlib.__version__)
-    add(json.dumps(store.versions, sort_keys=True), json.dumps(store.params, sort_keys=True))
-    add(store.attrs.get("dataset", ""), store.feature_set, store.axes.frequency, store.axes.time)
-    if figure == "counts":
-        add(store.class_fold_counts().to_csv(), len(store), len(store.failures))
-        return digest.hexdigest()
-    rows = class_examples(store).index if figure == "classes" else [seed_question_row(store)]
-    for row in rows:
-        add(json.dumps(store.metadata.iloc[row].to_dict(), default=str), store.clip(int(row)))
-    if figure == "power_vs_db":  # recomputed from the audio with the store's front end
-        add(*store.frontend.values())
-    return digest.hexdigest()
-
-
-def digest_in(path: str | Path) -> str | None:
-    """The :func:`shown_digest` a report PNG was drawn with, or None."""
-    from PIL import Image  # matplotlib's own PNG dependency
-
-    try:
-        with Image.open(path) as image:
-            return image.text.get(SHOWN_KEY)
-    except (OSError, ValueError):  # missing, or not a readable PNG: draw it
-        return None
-
-
-FIGURES = {
-    "classes": class_examples_figure,
-    "power_vs_db": power_vs_db_figure,
-    "counts": counts_figure,
-}
-
-
-def _draw(opener: Callable[[], Store], figure: str, path: str | Path, digest: str) -> None:
-    with opener() as store:  # opened per process: HDF5 handles do not survive a fork
-        save_figure(FIGURES[figure](store), path, metadata={SHOWN_KEY: digest})

@@ -19,7 +19,13 @@ EXTRACT_MODULES = ("melstore.audio", "melstore.features", "melstore.extract", "m
 # Modules whose code decides how shards become the final store.
 GATHER_MODULES = ("melstore.gather", "melstore.manifest", "melstore.store")
 # Modules whose code draws the report figures and tables of a store (from its shards).
-REPORT_MODULES = ("melstore.figures", "melstore.reader", "melstore.gather", "melstore.store")
+REPORT_MODULES = (
+    "melstore.report",
+    "melstore.figures",
+    "melstore.reader",
+    "melstore.gather",
+    "melstore.store",
+)
 
 
 def code_fingerprint(modules: tuple[str, ...]) -> str:

@@ -5,8 +5,8 @@ from melstore.jobs import snakemake_job
 with snakemake_job(snakemake) as log:
     from functools import partial
 
-    from melstore.figures import write_report
     from melstore.reader import ShardedStore
+    from melstore.report import write_report
 
     # the shards hold what the gather is writing: drawing runs beside it, not after
     store = partial(

@@ -10,7 +10,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 import melstore
 from melstore.figures import (
     DB_CAPTION,
-    class_examples,
     class_examples_figure,
     clip_figure,
     counts_figure,
@@ -18,6 +17,7 @@ from melstore.figures import (
     power_vs_db_figure,
 )
 from melstore.presets import resolve_feature_set
+from melstore.report import class_examples
 from melstore.store import FAILURE_COLUMNS, StoreWriter
 
 FIGURES = {

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, assert_real_image
 
 import melstore
-from melstore.figures import (
+from melstore.report import (
     class_examples,
     digest_in,
     seed_question_row,
