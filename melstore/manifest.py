@@ -80,7 +80,7 @@ class Manifest:
             if values.dtype.kind in "biuf":
                 columns[name] = (values.dtype.str, values.tolist())
             else:
-                columns[name] = ("object", ["" if pd.isna(v) else str(v) for v in values])
+                columns[name] = ("object", values.astype(str).where(values.notna(), "").tolist())
         return columns
 
 

@@ -27,6 +27,8 @@ if plan.manifest.unlisted:
     )
 # In every rule's params: upgrading a library that shapes the outputs reruns them.
 VERSIONS = library_versions()
+# The manifest's columns in each store, for the gather and the report (params).
+STORE_COLUMNS = plan.manifest.store_columns()
 RESULTS = f"results/{plan.dataset}"
 LOGS = f"logs/{plan.dataset}"
 

@@ -32,7 +32,7 @@ rule report:
     # one core, so that it runs beside the gather (see scripts/report.py)
     threads: 1
     params:
-        manifest=plan.manifest.store_columns(),
+        manifest=STORE_COLUMNS,
         features=feature_params,
         dataset=config["dataset"],
         code=code_fingerprint(REPORT_MODULES),

@@ -12,7 +12,7 @@ rule gather:
         "../../envs/melstore.yaml"
     params:
         features=feature_params,
-        manifest=plan.manifest.store_columns(),
+        manifest=STORE_COLUMNS,
         on_error=config["on_error"],
         min_success=config["min_success"],
         dataset=config["dataset"],
