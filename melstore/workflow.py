@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,11 +87,12 @@ class Plan:
             return self._source_digests[shard]
         digest = hashlib.sha256()
         generated = bool(self.generated_files())
+        root = os.fspath(self.root)  # os.path: 0.07 s for 8732 files, pathlib 0.1 s
         for _, path, problem in self.shard_entries(shard):
             digest.update(f"{path}\0{problem}\0".encode())
             if not problem and not generated:
                 try:
-                    stat = (self.root / path).stat()
+                    stat = os.stat(os.path.join(root, path))
                     digest.update(f"{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
                 except OSError:  # vanished since listing: the job records the failure
                     digest.update(b"unreadable\0")
