@@ -4,7 +4,7 @@ from melstore.jobs import snakemake_job
 
 with snakemake_job(snakemake):
     from melstore.extract import extract_shard
-    from melstore.shards import related_shard_files, shard_files
+    from melstore.shards import keep_previous_build, related_shard_files, shard_files
 
     extract_shard(
         entries=snakemake.params.entries,
@@ -20,3 +20,4 @@ with snakemake_job(snakemake):
         reusable=related_shard_files(snakemake.output[0]),
         siblings=shard_files(snakemake.output[0]),
     )
+    keep_previous_build(snakemake.output[0])

@@ -2,8 +2,8 @@ rule extract:
     input:
         generated=plan.generated_files(),
     output:
-        # update: kept until the job replaces it, so that unchanged clips are copied
-        update(f"{RESULTS}/shards/{{featureset}}/{{shard}}.h5"),
+        # its previous build stays linked under .previous/, so that unchanged clips are copied
+        f"{RESULTS}/shards/{{featureset}}/{{shard}}.h5",
     log:
         f"{LOGS}/extract/{{featureset}}/{{shard}}.log",
     benchmark:
