@@ -3,10 +3,10 @@
 from melstore.jobs import snakemake_job
 
 with snakemake_job(snakemake) as log:
-    from melstore.gather import gather_store
+    from melstore.gather import gather_store, load_manifest_columns
 
     summary = gather_store(
-        manifest=snakemake.params.manifest,
+        manifest=load_manifest_columns(snakemake.params.manifest),
         shard_paths=snakemake.input.shards,
         out_path=snakemake.output[0],
         dataset=snakemake.params.dataset,

@@ -5,13 +5,14 @@ from melstore.jobs import snakemake_job
 with snakemake_job(snakemake) as log:
     from functools import partial
 
+    from melstore.gather import load_manifest_columns
     from melstore.reader import ShardedStore
     from melstore.report import write_report
 
     # the shards hold what the gather is writing: drawing runs beside it, not after
     store = partial(
         ShardedStore,
-        manifest=snakemake.params.manifest,
+        manifest=load_manifest_columns(snakemake.params.manifest),
         shard_paths=snakemake.input.shards,
         dataset=snakemake.params.dataset,
         feature_set=snakemake.wildcards.featureset,

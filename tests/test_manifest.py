@@ -8,6 +8,7 @@ from conftest import tone, write_audio
 
 from melstore import demo
 from melstore.errors import ConfigError
+from melstore.gather import load_manifest_columns, save_manifest_columns
 from melstore.manifest import ESCAPES_ROOT, NOT_FOUND, build_manifest
 from melstore.workflow import load_manifest
 
@@ -22,6 +23,17 @@ def test_urbansound8k_follows_the_csv_and_keeps_every_column(demo_root):
     assert first["path"] == f"audio/fold{first['fold']}/{first['slice_file_name']}"
     assert (manifest.table["problem"] == "").all()
     assert manifest.unlisted == []
+
+
+def test_store_columns_round_trip_through_a_file_named_by_their_digest(demo_root, tmp_path):
+    columns = build_manifest(demo_root, "urbansound8k").store_columns()
+    path = save_manifest_columns(columns, tmp_path)
+    assert load_manifest_columns(path) == columns
+    assert save_manifest_columns(columns, tmp_path) == path  # the same columns, the same file
+    changed = {**columns, "salience": (columns["salience"][0], [2] * len(columns["clip_id"][1]))}
+    new_path = save_manifest_columns(changed, tmp_path)
+    assert new_path != path and load_manifest_columns(new_path) == changed
+    assert sorted(tmp_path.iterdir()) == [tmp_path / os.path.basename(new_path)]  # older removed
 
 
 def test_demo_manifest_is_known_before_the_files_exist_and_matches_disk(demo_root):

@@ -10,6 +10,7 @@ from melstore.fingerprint import (
     REPORT_MODULES,
     code_fingerprint,
 )
+from melstore.gather import save_manifest_columns
 from melstore.store import library_versions
 from melstore.workflow import Plan, stop_rescheduling_timers
 
@@ -27,10 +28,13 @@ if plan.manifest.unlisted:
     )
 # In every rule's params: upgrading a library that shapes the outputs reruns them.
 VERSIONS = library_versions()
-# The manifest's columns in each store, for the gather and the report (params).
-STORE_COLUMNS = plan.manifest.store_columns()
 RESULTS = f"results/{plan.dataset}"
 LOGS = f"logs/{plan.dataset}"
+# The manifest's columns in each store, for the gather and the report: a file
+# named by their digest, as params of 1 MB slow every run down.
+STORE_COLUMNS = save_manifest_columns(
+    plan.manifest.store_columns(), f"{RESULTS}/.manifest"
+)
 
 
 wildcard_constraints:
