@@ -151,6 +151,21 @@ def test_modifying_a_file_reruns_its_shard_and_updates_its_row(built):
         )
 
 
+def test_a_file_that_breaks_becomes_a_failure_row_as_in_a_clean_build(built):
+    root, workdir = built
+    (root / "class2/clip05.wav").write_bytes(b"RIFF, but no audio")
+    run_snakemake(workdir, config(root))
+    for name in ("a", "b"):
+        failures = read_table(workdir / f"results/inc/{name}.h5", "failures")
+        assert list(failures["path"]) == ["class2/clip05.wav"]
+    clean = workdir.parent / "clean"
+    run_snakemake(clean, config(root))
+    for name in ("a", "b"):
+        assert sha256(workdir / f"results/inc/{name}.h5") == sha256(
+            clean / f"results/inc/{name}.h5"
+        )
+
+
 def test_workflow_refactors_and_docs_do_not_rerun_anything(tmp_path):
     workflow = tmp_path / "wf"
     workflow.mkdir()
