@@ -100,7 +100,7 @@ def shard_files(shard_file: str | Path) -> list[Path]:
     path = Path(shard_file)
     found = sorted(
         [*path.parent.glob("s*.h5"), *(path.parent / PREVIOUS_DIR).glob("s*.h5")],
-        key=lambda other: (other.name != path.name, other.name, PREVIOUS_DIR in other.parts),
+        key=lambda other: (other.name != path.name, other.name, other.parent.name == PREVIOUS_DIR),
     )
     files, inodes = [], set()
     for other in found:

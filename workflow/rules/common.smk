@@ -32,7 +32,7 @@ RESULTS = f"results/{plan.dataset}"
 LOGS = f"logs/{plan.dataset}"
 # The manifest's columns in each store, for the gather and the report: a file
 # named by their digest, as params of 1 MB slow every run down.
-STORE_COLUMNS = save_manifest_columns(
+MANIFEST_COLUMNS_FILE = save_manifest_columns(
     plan.manifest.store_columns(), f"{RESULTS}/.manifest"
 )
 

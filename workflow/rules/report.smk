@@ -32,7 +32,7 @@ rule report:
     # one core, so that it runs beside the gather (see scripts/report.py)
     threads: 1
     params:
-        manifest=STORE_COLUMNS,
+        manifest=MANIFEST_COLUMNS_FILE,
         features=feature_params,
         dataset=config["dataset"],
         code=code_fingerprint(REPORT_MODULES),

@@ -12,7 +12,7 @@ rule gather:
         "../../envs/melstore.yaml"
     params:
         features=feature_params,
-        manifest=STORE_COLUMNS,
+        manifest=MANIFEST_COLUMNS_FILE,
         on_error=config["on_error"],
         min_success=config["min_success"],
         dataset=config["dataset"],
