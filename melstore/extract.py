@@ -311,9 +311,10 @@ def _computed_in_order(
         try:
             yield _naming_a_dead_worker(outcomes, todo)
         except BaseException:
-            executor.shutdown(wait=False, cancel_futures=True)
             if ring is not None:
                 ring.abandon()  # workers waiting for a slot would hold up the shutdown
+            # and wait: a pool thread alive at exit makes Python 3.12.1 print a traceback
+            executor.shutdown(wait=True, cancel_futures=True)
             raise
 
 
