@@ -5,32 +5,41 @@ demand); its tables are read when first used. It reads both feature layouts:
 ``fixed`` (N, [channels,] n_bins, n_frames) and ``concatenated`` (variable
 length, ``duration: null``), where clips lie end to end along the last axis.
 Stores built with ``deltas: true`` carry a channel axis before the bins.
+
+pandas is imported only when a table is first used as a DataFrame: the
+report's rerun, which often has nothing to draw, reads numpy columns only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Sequence
+import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from melstore.errors import MelstoreError
 from melstore.features import FeatureParams
 from melstore.gather import plan_gather, read_clip, store_attrs
-from melstore.store import OpenStores, clip_locations, open_store, read_group
+from melstore.store import OpenStores, as_frame, clip_locations, open_store, read_columns
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import pandas as pd
+
+    Rows = Sequence[int] | np.ndarray | pd.DataFrame | None
 
 # The column naming each clip's class: UrbanSound8K, ESC-50, folder layout.
 LABEL_COLUMNS = ("class", "category", "label")
 # The dataset's own integer class ids: UrbanSound8K, ESC-50.
 TARGET_COLUMNS = ("classID", "target")
 FOLD_COLUMN = "fold"
-
-Rows = Sequence[int] | np.ndarray | pd.DataFrame | None
 
 
 @dataclass(frozen=True)
@@ -135,12 +144,22 @@ class Store:
     @cached_property
     def metadata(self) -> pd.DataFrame:
         """One row per clip, in feature order; the index is the feature row."""
-        return read_group(self._file, "metadata")
+        return as_frame(self.metadata_columns)
+
+    @cached_property
+    def metadata_columns(self) -> dict[str, np.ndarray]:
+        """:attr:`metadata` as numpy columns (text as object arrays of str)."""
+        return read_columns(self._file, "metadata")
 
     @cached_property
     def failures(self) -> pd.DataFrame:
         """The files that could not be processed: clip_id, path, reason."""
-        return read_group(self._file, "failures")
+        return as_frame(self.failure_columns)
+
+    @cached_property
+    def failure_columns(self) -> dict[str, np.ndarray]:
+        """:attr:`failures` as numpy columns."""
+        return read_columns(self._file, "failures")
 
     @cached_property
     def frontend(self) -> dict[str, np.ndarray]:
@@ -157,7 +176,7 @@ class Store:
     @property
     def label_column(self) -> str | None:
         """The metadata column naming each clip's class, or None if there is none."""
-        return next((c for c in LABEL_COLUMNS if c in self.metadata.columns), None)
+        return next((c for c in LABEL_COLUMNS if c in self.metadata_columns), None)
 
     def row(self, key: int | str) -> int:
         """The feature row of a clip id, or a row number checked against the store.
@@ -171,13 +190,13 @@ class Store:
             return int(self._checked_rows([key])[0])
         row = self._rows_by_id.get(key)
         if row is None:
-            example = self.metadata["clip_id"].iat[0] if len(self) else "none"
+            example = self.metadata_columns["clip_id"][0] if len(self) else "none"
             raise MelstoreError(f"{self.path} has no clip {key!r} (clip ids look like {example!r})")
         return row
 
     @cached_property
     def _rows_by_id(self) -> dict[str, int]:
-        return {clip_id: row for row, clip_id in enumerate(self.metadata["clip_id"])}
+        return {clip_id: row for row, clip_id in enumerate(self.metadata_columns["clip_id"])}
 
     def clip(self, key: int | str) -> np.ndarray:
         """The features of one clip, by feature row or clip id, in either layout.
@@ -191,8 +210,8 @@ class Store:
         row = self.row(key)
         if self.fixed_length:
             return self.features[row]
-        start = int(self.metadata["frame_offset"].iat[row])
-        return self.features[..., start : start + int(self.metadata["n_frames"].iat[row])]
+        start = int(self.metadata_columns["frame_offset"][row])
+        return self.features[..., start : start + int(self.metadata_columns["n_frames"][row])]
 
     def read(self, rows: Rows = None) -> np.ndarray:
         """The features of many clips as one array, in the order of ``rows``.
@@ -323,6 +342,8 @@ class Store:
 
     def class_fold_counts(self) -> pd.DataFrame:
         """Clips per class (rows) and fold (columns), with totals."""
+        import pandas as pd
+
         labels = self.metadata[self.label_column] if self.label_column else "all clips"
         folds = self.fold_of_rows()
         table = pd.crosstab(
@@ -407,7 +428,8 @@ class Store:
         return self.metadata[column]
 
     def _checked_rows(self, rows: Rows) -> np.ndarray:
-        if isinstance(rows, pd.DataFrame):
+        pandas = sys.modules.get("pandas")  # not imported: rows are no DataFrame
+        if pandas is not None and isinstance(rows, pandas.DataFrame):
             rows = rows.index
         rows = np.asarray(rows).reshape(-1)
         if rows.size and rows.dtype.kind not in "iu":
@@ -419,6 +441,8 @@ class Store:
         return rows.astype(np.int64)
 
     def _fallback_folds(self, n_splits: int) -> pd.Series:
+        import pandas as pd
+
         if n_splits < 2:
             raise MelstoreError(f"n_splits must be at least 2, got {n_splits}")
         table = self.metadata
@@ -471,8 +495,8 @@ class ShardedStore(Store):
         self.axes = Axes(frequency=store_axes["frequency"], time=store_axes["time"])
         self.frontend = self._gathering.frontend
         located = {} if p.n_frames else clip_locations(self._gathering.frame_counts())
-        self.metadata = pd.DataFrame({**self._gathering.metadata, **located})
-        self.failures = pd.DataFrame(self._gathering.failures)
+        self.metadata_columns = {**self._gathering.metadata, **located}
+        self.failure_columns = self._gathering.failures
 
     def __repr__(self) -> str:
         return f"<melstore.ShardedStore {self.path}: {len(self)} clips, not gathered yet>"

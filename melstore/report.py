@@ -1,38 +1,48 @@
-"""The report of a store: its figures and tables, drawn again only when what they show changes.
+"""The report of a store: its figures and tables, made again only when what they show changes.
 
 :func:`write_report` is what the Snakemake ``report`` rule runs. Drawing is
-done by :mod:`melstore.figures`, imported only when a figure must be drawn:
-matplotlib alone costs 0.4 s, and a rerun after one changed clip usually has
-nothing to draw.
+done by :mod:`melstore.figures`, imported only when a figure must be drawn,
+and pandas only when a table must be written: matplotlib alone costs 0.4 s,
+pandas 0.45 s, and a rerun after one changed clip usually has nothing to
+redraw. Whether it has is told from numpy columns.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import json
 import logging
 import multiprocessing
+import re
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from melstore.errors import MelstoreError
 from melstore.files import atomic_path
 from melstore.fingerprint import REPORT_MODULES, code_fingerprint
-from melstore.reader import Store
+from melstore.reader import FOLD_COLUMN, Store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("melstore")
 
-# The text chunk of a report PNG holding the digest of what it shows (see shown_digest).
+# Where a report file keeps the digest of what it shows (see shown_digest): the
+# key of a PNG text chunk, and the name of an HTML table's meta tag.
 SHOWN_KEY = "melstore:shows"
-# The report's figures, the longest to draw first, so that the others share the second core.
+_SHOWN_META = re.compile(rf"<meta name='{SHOWN_KEY}' content='(\w+)'>")
+# The report's figures and tables, the longest first, so that the others share the second core.
 FIGURES = ("classes", "power_vs_db", "counts")
+TABLES = ("counts_table", "failures")
+OUTPUTS = FIGURES + TABLES
 
 
 def write_report(
@@ -57,106 +67,136 @@ def write_report(
     counts_table, failures : str or Path
         HTML tables: class x fold counts with totals, and the failed files.
     processes : int
-        Figures drawn at once, each in a forked process (matplotlib draws on
+        Files made at once, each in a forked process (matplotlib draws on
         one core: the class grid alone takes a second).
 
     Notes
     -----
-    Each PNG carries the :func:`shown_digest` of what it shows. A figure whose
-    existing file carries the current digest is not drawn again, so a rerun
-    after one changed clip redraws only the figures that clip appears in.
+    Each file carries the :func:`shown_digest` of what it shows. A file that
+    carries the current digest is not made again, so a rerun after one
+    changed clip redraws only the figures that clip appears in, and needs
+    neither matplotlib nor pandas when it appears in none.
     """
     opener = partial(Store, store) if isinstance(store, str | Path) else store
-    paths = {"classes": classes, "power_vs_db": power_vs_db, "counts": counts}
+    paths = dict(zip(OUTPUTS, (classes, power_vs_db, counts, counts_table, failures), strict=True))
     with opener() as opened:
         if not len(opened):
             raise MelstoreError(f"{opened.path} holds no clips to draw; see melstore info")
-        digests = {figure: shown_digest(figure, opened) for figure in FIGURES}
-    stale = [figure for figure in FIGURES if digest_in(paths[figure]) != digests[figure]]
-    log.info("drawing: %s; unchanged: %s", ", ".join(stale) or "none",
-             ", ".join(f for f in FIGURES if f not in stale) or "none")  # fmt: skip
-    if stale:  # imported once, before any fork (matplotlib alone costs 0.4 s)
+        digests = {output: shown_digest(output, opened) for output in OUTPUTS}
+    stale = [output for output in OUTPUTS if digest_in(paths[output]) != digests[output]]
+    log.info("making: %s; unchanged: %s", ", ".join(stale) or "none",
+             ", ".join(o for o in OUTPUTS if o not in stale) or "none")  # fmt: skip
+    if not stale:
+        return
+    import pandas  # noqa: F401 (imported once, before any fork)
+
+    if set(stale) & set(FIGURES):
         import librosa.display  # noqa: F401
 
         from melstore import figures  # noqa: F401
 
-    drawings = [(opener, figure, paths[figure], digests[figure]) for figure in stale]
-    if processes < 2 or len(drawings) < 2:
-        for drawing in drawings:
-            _draw(*drawing)
-        _write_tables(opener, counts_table=counts_table, failures=failures)
+    makings = [(opener, output, paths[output], digests[output]) for output in stale]
+    if processes < 2 or len(makings) < 2:
+        for making in makings:
+            _make(*making)
         return
     fork = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(min(processes, len(drawings)), mp_context=fork) as pool:
-        pending = [pool.submit(_draw, *drawing) for drawing in drawings]
-        _write_tables(opener, counts_table=counts_table, failures=failures)  # meanwhile
-        for future in pending:
-            future.result()  # raises what a drawing raised
+    with ProcessPoolExecutor(min(processes, len(makings)), mp_context=fork) as pool:
+        for future in [pool.submit(_make, *making) for making in makings]:
+            future.result()  # raises what a making raised
 
 
-def shown_digest(figure: str, store: Store) -> str:
-    """A digest of everything a report figure shows: an unchanged digest, an unchanged picture.
+def shown_digest(output: str, store: Store) -> str:
+    """A digest of everything a report figure or table shows: unchanged digest, unchanged file.
 
     It covers the drawing code and library versions, the store's parameters,
-    names and axes, and the figure's own data: every metadata value and
-    feature of the clips it draws (the class grid's examples, the seed
-    question's clip, whose source checksum is among them), or the class x fold
-    counts.
+    names and axes, and the output's own data: every metadata value and
+    feature of the clips a figure draws (the class grid's examples, the seed
+    question's clip, whose source checksum is among them), the classes and
+    folds counted, or the failures. It reads numpy columns only.
     """
     digest = hashlib.sha256()
 
     def add(*parts) -> None:
         for part in parts:
-            digest.update(part.tobytes() if isinstance(part, np.ndarray) else str(part).encode())
+            digest.update(_as_bytes(part))
             digest.update(b"\0")
 
-    add(figure, code_fingerprint(REPORT_MODULES), importlib_metadata.version("matplotlib"))
+    add(output, code_fingerprint(REPORT_MODULES), *_drawing_versions())
     add(json.dumps(store.versions, sort_keys=True), json.dumps(store.params, sort_keys=True))
     add(store.attrs.get("dataset", ""), store.feature_set, store.axes.frequency, store.axes.time)
-    if figure == "counts":
-        add(store.class_fold_counts().to_csv(), len(store), len(store.failures))
-        return digest.hexdigest()
-    rows = class_examples(store).index if figure == "classes" else [seed_question_row(store)]
-    for row in rows:
-        add(json.dumps(store.metadata.iloc[row].to_dict(), default=str), store.clip(int(row)))
-    if figure == "power_vs_db":  # recomputed from the audio with the store's front end
-        add(*store.frontend.values())
+    columns = store.metadata_columns
+    if output in ("counts", "counts_table"):
+        # what Store.class_fold_counts counts: the fallback folds come from the clip ids
+        label = store.label_column
+        add(label, columns[label] if label else "", columns.get(FOLD_COLUMN, columns["clip_id"]))
+        add(len(store.failure_columns["clip_id"]))
+    elif output == "failures":
+        add(*store.failure_columns.values())
+    else:
+        rows = class_example_rows(store) if output == "classes" else [seed_question_row(store)]
+        for row in rows:
+            values = {name: column[row] for name, column in columns.items()}
+            add(json.dumps(values, default=str), store.clip(int(row)))
+        if output == "power_vs_db":  # recomputed from the audio with the store's front end
+            add(*store.frontend.values())
     return digest.hexdigest()
 
 
 def digest_in(path: str | Path) -> str | None:
-    """The :func:`shown_digest` a report PNG was drawn with, or None."""
-    from PIL import Image  # matplotlib's own PNG dependency
-
+    """The :func:`shown_digest` a report PNG or HTML table was made with, or None."""
+    path = Path(path)
     try:
-        with Image.open(path) as image:
-            return image.text.get(SHOWN_KEY)
-    except (OSError, ValueError):  # missing, or not a readable PNG: draw it
+        if path.suffix.lower() != ".png":
+            with open(path, "rb") as table:
+                match = _SHOWN_META.search(table.read(1024).decode("utf-8", "replace"))
+            return match and match.group(1)
+        from PIL import Image  # matplotlib's own PNG dependency
+
+        with Image.open(path) as image:  # text chunks come before the pixels: none decoded
+            return image.info.get(SHOWN_KEY)
+    except (OSError, ValueError):  # missing, or not a readable file: make it
         return None
 
 
 def class_examples(store: Store) -> pd.DataFrame:
-    """One example row per class: its longest clip (the first of those, in store order).
+    """The metadata of :func:`class_example_rows`; the index is the feature row."""
+    return store.metadata.iloc[class_example_rows(store)]
 
-    Returns the metadata of the examples, sorted by class; the index is the
-    feature row. Without a class column, the longest clip overall.
+
+def class_example_rows(store: Store) -> np.ndarray:
+    """One example row per class, sorted by class: its longest clip (the first of those).
+
+    Without a class column, the longest clip overall.
     """
-    table = store.metadata
-    groups = table[store.label_column] if store.label_column else pd.Series("", table.index)
-    longest = table.groupby(groups.to_numpy(), sort=True)["n_frames_valid"].idxmax()
-    return table.loc[longest.to_numpy()]
+    columns = store.metadata_columns
+    frames = columns["n_frames_valid"].astype(np.int64)
+    label = store.label_column
+    classes = (
+        np.unique(columns[label], return_inverse=True)[1].reshape(-1)
+        if label
+        else np.zeros(len(frames), dtype=np.int64)
+    )
+    order = np.lexsort((-frames, classes))  # stable: store order among the longest
+    first_of_class = np.ones(len(order), dtype=bool)
+    first_of_class[1:] = classes[order][1:] != classes[order][:-1]
+    return order[first_of_class]
 
 
 def seed_question_row(store: Store) -> int:
     """The clip the seed-question figure shows by default: the longest, first in store order."""
-    return int(np.argmax(store.metadata["n_frames_valid"].to_numpy()))
+    return int(np.argmax(store.metadata_columns["n_frames_valid"]))
 
 
-def html_table(frame: pd.DataFrame, *, title: str, empty: str = "none") -> str:
-    """A small self-contained HTML page holding one table (the report shows HTML inline)."""
+def html_table(frame: pd.DataFrame, *, title: str, empty: str = "none", shows: str = "") -> str:
+    """A small self-contained HTML page holding one table (the report shows HTML inline).
+
+    ``shows`` is the :func:`shown_digest` to keep in the page for :func:`digest_in`.
+    """
     body = frame.to_html(border=0) if len(frame) else f"<p>{html.escape(empty)}</p>"
     return (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<meta name='{SHOWN_KEY}' content='{shows}'>"
         f"<title>{html.escape(title)}</title><style>"
         "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
         "th,td{padding:.25em .7em;border-bottom:1px solid #ccc;text-align:right}"
@@ -171,30 +211,40 @@ def write_text(text: str, path: str | Path) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
-def _write_tables(opener: Callable[[], Store], *, counts_table, failures) -> None:
-    with opener() as store:
-        name = f"{store.attrs.get('dataset', '')} / {store.feature_set}"
-        write_text(
-            html_table(store.class_fold_counts(), title=f"{name}: clips per class and fold"),
-            counts_table,
-        )
-        write_text(
-            html_table(
-                store.failures.set_index("clip_id"),
-                title=f"{name}: {len(store.failures)} file(s) could not be processed",
-                empty="Every file was read.",
-            ),
-            failures,
-        )
-
-
-def _draw(opener: Callable[[], Store], figure: str, path: str | Path, digest: str) -> None:
-    from melstore import figures
-
-    draw = {
-        "classes": figures.class_examples_figure,
-        "power_vs_db": figures.power_vs_db_figure,
-        "counts": figures.counts_figure,
-    }[figure]
+def _make(opener: Callable[[], Store], output: str, path: str | Path, digest: str) -> None:
+    """Draw one figure or write one table, keeping ``digest`` in the file."""
     with opener() as store:  # opened per process: HDF5 handles do not survive a fork
+        if output in TABLES:
+            write_text(_table(output, store, shows=digest), path)
+            return
+        from melstore import figures
+
+        draw = {
+            "classes": figures.class_examples_figure,
+            "power_vs_db": figures.power_vs_db_figure,
+            "counts": figures.counts_figure,
+        }[output]
         figures.save_figure(draw(store), path, metadata={SHOWN_KEY: digest})
+
+
+def _table(output: str, store: Store, *, shows: str) -> str:
+    name = f"{store.attrs.get('dataset', '')} / {store.feature_set}"
+    if output == "counts_table":
+        title = f"{name}: clips per class and fold"
+        return html_table(store.class_fold_counts(), title=title, shows=shows)
+    title = f"{name}: {len(store.failures)} file(s) could not be processed"
+    return html_table(
+        store.failures.set_index("clip_id"), title=title, empty="Every file was read.", shows=shows
+    )
+
+
+@functools.cache
+def _drawing_versions() -> tuple[str, str]:
+    return importlib_metadata.version("matplotlib"), importlib_metadata.version("pandas")
+
+
+def _as_bytes(part) -> bytes:
+    if isinstance(part, np.ndarray):
+        # text columns are object arrays, whose bytes would be pointers
+        return "\0".join(map(str, part)).encode() if part.dtype.kind == "O" else part.tobytes()
+    return str(part).encode()

@@ -309,10 +309,14 @@ def read_table(path: str | Path, group: str = "metadata") -> pd.DataFrame:
 
 def read_group(store: h5py.File, group: str) -> pd.DataFrame:
     """Read a table group of an open store as a DataFrame, in stored order."""
+    return as_frame(read_columns(store, group))
+
+
+def as_frame(columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Numpy columns as a DataFrame, in their order (even when empty)."""
     import pandas as pd
 
-    data = read_columns(store, group)
-    return pd.DataFrame(data, columns=list(data))
+    return pd.DataFrame(columns, columns=list(columns))
 
 
 def read_columns(store: h5py.File, group: str) -> dict[str, np.ndarray]:
