@@ -95,15 +95,15 @@ def write_report(
 
         from melstore import figures  # noqa: F401
 
-    makings = [(opener, output, paths[output], digests[output]) for output in stale]
-    if processes < 2 or len(makings) < 2:
-        for making in makings:
-            _make(*making)
+    to_make = [(opener, output, paths[output], digests[output]) for output in stale]
+    if processes < 2 or len(to_make) < 2:
+        for task in to_make:
+            _make(*task)
         return
     fork = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(min(processes, len(makings)), mp_context=fork) as pool:
-        for future in [pool.submit(_make, *making) for making in makings]:
-            future.result()  # raises what a making raised
+    with ProcessPoolExecutor(min(processes, len(to_make)), mp_context=fork) as pool:
+        for future in [pool.submit(_make, *task) for task in to_make]:
+            future.result()  # raises what making the file raised
 
 
 def shown_digest(output: str, store: Store) -> str:
