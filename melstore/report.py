@@ -83,26 +83,26 @@ def write_report(
         if not len(opened):
             raise MelstoreError(f"{opened.path} holds no clips to draw; see melstore info")
         digests = {output: shown_digest(output, opened) for output in OUTPUTS}
-    stale = [output for output in OUTPUTS if digest_in(paths[output]) != digests[output]]
-    log.info("making: %s; unchanged: %s", ", ".join(stale) or "none",
-             ", ".join(o for o in OUTPUTS if o not in stale) or "none")  # fmt: skip
-    if not stale:
-        return
-    import pandas  # noqa: F401 (imported once, before any fork)
+        stale = [output for output in OUTPUTS if digest_in(paths[output]) != digests[output]]
+        log.info("making: %s; unchanged: %s", ", ".join(stale) or "none",
+                 ", ".join(o for o in OUTPUTS if o not in stale) or "none")  # fmt: skip
+        if not stale:
+            return
+        import pandas  # noqa: F401 (imported once, before any fork)
 
-    if set(stale) & set(FIGURES):
-        import librosa.display  # noqa: F401
+        if set(stale) & set(FIGURES):
+            import librosa.display  # noqa: F401
 
-        from melstore import figures  # noqa: F401
+            from melstore import figures  # noqa: F401
 
-    to_make = [(opener, output, paths[output], digests[output]) for output in stale]
-    if processes < 2 or len(to_make) < 2:
-        for task in to_make:
-            _make(*task)
-        return
-    fork = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(min(processes, len(to_make)), mp_context=fork) as pool:
-        for future in [pool.submit(_make, *task) for task in to_make]:
+        if processes < 2 or len(stale) < 2:  # with the store already open
+            for output in stale:
+                _make(opened, output, paths[output], digests[output])
+            return
+    fork = multiprocessing.get_context("fork")  # once closed: HDF5 handles do not survive a fork
+    with ProcessPoolExecutor(min(processes, len(stale)), mp_context=fork) as pool:
+        tasks = [(opener, output, paths[output], digests[output]) for output in stale]
+        for future in [pool.submit(_make_in_own_process, *task) for task in tasks]:
             future.result()  # raises what making the file raised
 
 
@@ -195,7 +195,7 @@ def html_table(frame: pd.DataFrame, *, title: str, empty: str = "none", shows: s
     """
     body = frame.to_html(border=0) if len(frame) else f"<p>{html.escape(empty)}</p>"
     return (
-        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<meta name='{SHOWN_KEY}' content='{shows}'>"
         f"<title>{html.escape(title)}</title><style>"
         "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
@@ -211,20 +211,24 @@ def write_text(text: str, path: str | Path) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
-def _make(opener: Callable[[], Store], output: str, path: str | Path, digest: str) -> None:
+def _make(store: Store, output: str, path: str | Path, digest: str) -> None:
     """Draw one figure or write one table, keeping ``digest`` in the file."""
-    with opener() as store:  # opened per process: HDF5 handles do not survive a fork
-        if output in TABLES:
-            write_text(_table(output, store, shows=digest), path)
-            return
-        from melstore import figures
+    if output in TABLES:
+        write_text(_table(output, store, shows=digest), path)
+        return
+    from melstore import figures
 
-        draw = {
-            "classes": figures.class_examples_figure,
-            "power_vs_db": figures.power_vs_db_figure,
-            "counts": figures.counts_figure,
-        }[output]
-        figures.save_figure(draw(store), path, metadata={SHOWN_KEY: digest})
+    draw = {
+        "classes": figures.class_examples_figure,
+        "power_vs_db": figures.power_vs_db_figure,
+        "counts": figures.counts_figure,
+    }[output]
+    figures.save_figure(draw(store), path, metadata={SHOWN_KEY: digest})
+
+
+def _make_in_own_process(opener: Callable[[], Store], *task) -> None:
+    with opener() as store:  # each process opens its own
+        _make(store, *task)
 
 
 def _table(output: str, store: Store, *, shows: str) -> str:
