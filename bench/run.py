@@ -95,7 +95,7 @@ def link_dataset(corpus: Path, root: Path) -> None:
 
 def clean(workdir: Path) -> None:
     """Remove everything a pipeline run wrote, for a run from clean."""
-    for outputs in ("results", "logs", "benchmarks", ".snakemake"):
+    for outputs in ("results", "logs", ".snakemake"):
         shutil.rmtree(workdir / outputs, ignore_errors=True)
 
 
@@ -106,7 +106,7 @@ def snakemake_command(workdir: Path, cores: int, *targets: str) -> list[str]:
 
 def job_peak_rss(workdir: Path, rule: str) -> float:
     """Largest max_rss (MB) among a rule's Snakemake benchmark files."""
-    files = list(workdir.glob(f"benchmarks/*/{rule}/**/*.tsv"))
+    files = list(workdir.glob(f"logs/*/benchmarks/{rule}/**/*.tsv"))
     return max((pd.read_csv(f, sep="\t")["max_rss"].max() for f in files), default=float("nan"))
 
 

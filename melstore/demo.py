@@ -7,6 +7,8 @@ WAVE_FORMAT_EXTENSIBLE; 8-96 kHz; mono and stereo), with durations from
 
 The file list is known before anything is written (:func:`plan`), so the
 workflow can build its manifest at parse time and let a rule write the files.
+The generator writes only into its own folder, :data:`ROOT` of a working
+directory, and refuses any other place: a user's dataset is never written.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import numpy as np
 import pandas as pd
 
 from melstore.audio import write_audio
+from melstore.errors import ConfigError
 from melstore.files import atomic_path
 from melstore.manifest import LAYOUT_CSV
 
+# The demo's own folder, relative to the working directory: the only place it is written.
+ROOT = Path("resources/demo")
 SEED = 20150826
 CLASSES = ["tone", "sweep", "noise", "clicks", "hum", "chirps"]
 CLIPS_PER_CLASS = 8
@@ -83,9 +88,30 @@ def relative_paths() -> list[str]:
     return [CSV_PATH, *audio]
 
 
-def write(root: str | Path) -> None:
-    """Generate the demo dataset under ``root`` (each file written atomically)."""
+def is_demo_root(root: str | Path) -> bool:
+    """Whether ``root`` is the demo's own folder: a ``resources/demo`` folder."""
+    return Path(root).resolve().parts[-2:] == ROOT.parts
+
+
+def write(root: str | Path = ROOT) -> None:
+    """Generate the demo dataset under ``root`` (each file written atomically).
+
+    Raises
+    ------
+    ConfigError
+        If ``root`` is not a ``resources/demo`` folder, or holds files the demo
+        does not consist of: the generator never writes over other data.
+    """
     root = Path(root)
+    if not is_demo_root(root):
+        raise ConfigError(f"the demo is written only to a {ROOT} folder, not to {root}")
+    own = {root / path for path in relative_paths()}
+    foreign = sorted(p for p in root.rglob("*") if p.is_file() and _written_by(p) not in own)
+    if foreign:
+        raise ConfigError(
+            f"{root} holds {len(foreign)} file(s) that are not the demo's, e.g. {foreign[0]}; "
+            "the demo is not written over other data"
+        )
     table = plan()
     for clip_number, clip in enumerate(table.itertuples(index=False)):
         samples = synthesize(
@@ -104,6 +130,12 @@ def write(root: str | Path) -> None:
         )
     with atomic_path(root / CSV_PATH) as tmp:
         csv_table().to_csv(tmp, index=False)
+
+
+def _written_by(path: Path) -> Path:
+    """The file a temporary sibling (``.name.tmpPID``, left by a killed run) was written for."""
+    name, tmp, _ = path.name.partition(".tmp")
+    return path.with_name(name[1:]) if tmp and name.startswith(".") else path
 
 
 def synthesize(class_id: int, *, sr: int, duration: float, channels: int, seed: int) -> np.ndarray:

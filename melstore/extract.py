@@ -8,6 +8,8 @@ import math
 import mmap
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -22,6 +24,7 @@ import numpy as np
 from melstore.audio import decode, file_checksum
 from melstore.errors import AudioError, MelstoreError
 from melstore.features import FeatureExtractor, FeatureParams, Frontend
+from melstore.shards import shard_key
 from melstore.store import (
     FAILURE_COLUMNS,
     OpenStores,
@@ -45,16 +48,8 @@ COMPUTED_COLUMNS = {
     "peak_db": "float64",
     "source_xxh128": "str",
 }
-# A shard's metadata: the computed columns, then the version of the source file
-# they came from, so that a rerun can reuse them (shard-only: the store must not
-# depend on mtimes).
-SHARD_COLUMNS = {
-    "clip_id": "str",
-    "path": "str",
-    **COMPUTED_COLUMNS,
-    "source_size": "int64",
-    "source_mtime_ns": "int64",
-}
+# A shard's metadata: the clip, then its computed columns.
+SHARD_COLUMNS = {"clip_id": "str", "path": "str", **COMPUTED_COLUMNS}
 
 
 def extract_shard(
@@ -95,10 +90,11 @@ def extract_shard(
         tell whether this shard's clips may be reused.
     reusable : sequence of str or Path
         Earlier shard files of this feature set: this shard's own previous
-        version, or shards it was split from or merged from. A clip whose file
-        has the same path, size and mtime, in a shard built with the same
-        parameters, library versions and code, is copied instead of computed,
-        so one changed file costs one decode, not a whole shard.
+        version first, or shards it was split from or merged from. A clip whose
+        file has the same path and the same content (checksum), in a shard built
+        with the same parameters, library versions and code, is copied instead
+        of computed: one changed file costs one decode, not a whole shard, and
+        no clip is ever reused from a file whose bytes changed.
     siblings : sequence of str or Path
         Every earlier shard file of this feature set. The front end (window
         and filter bank) is read from one built alike, if any, instead of
@@ -111,15 +107,16 @@ def extract_shard(
     """
     p = FeatureParams.from_dict(params)
     build = {"params": p.to_dict(), "versions": library_versions(), "code": code}
-    sources = [_source_stat(root, path, problem) for _, path, problem in entries]
+    name = f"{feature_set}/{Path(out_path).stem}"
     reuse = _ReuseIndex(reusable, build=build)  # read and closed before the pool forks
-    earlier = [
-        reuse.find(clip_id, path, stat)
-        for (clip_id, path, _), stat in zip(entries, sources, strict=True)
-    ]
+    # only where a clip could be reused: otherwise the workers hash the files they decode
+    checksums = _checksums(root, entries) if reuse.clips else {}
+    earlier = [reuse.find(clip_id, path, checksums.get(path)) for clip_id, path, _ in entries]
     todo = [entry for entry, previous in zip(entries, earlier, strict=True) if previous is None]
-    frontend, checksums = _frontend(siblings, build=build, todo=todo, root=root)
-    progress = _Progress(Path(out_path).stem, total=len(todo), reused=len(entries) - len(todo))
+    _say(f"{name}: {rebuild_reason(reuse.last_build, build, entries, checksums, out_path)}")
+    frontend, new_checksums = _frontend(siblings, build=build, todo=todo, root=root)
+    checksums.update(new_checksums)
+    progress = _Progress(name, total=len(todo), reused=len(entries) - len(todo))
     records, failures = [], []
     with (
         _computed_in_order(
@@ -132,7 +129,7 @@ def extract_shard(
         StoreWriter(out_path, n_bins=p.n_bins, n_frames=p.n_frames, channels=p.channels) as writer,
         OpenStores() as shards,
     ):
-        for (clip_id, path, _), stat, previous in zip(entries, sources, earlier, strict=True):
+        for (clip_id, path, _), previous in zip(entries, earlier, strict=True):
             if previous is not None:
                 reuse.copy(previous, shards, writer)
                 records.append(previous.record)
@@ -147,7 +144,7 @@ def extract_shard(
                 continue
             features, record = outcome
             writer.append(features)
-            records.append((clip_id, path, *record, *stat))
+            records.append((clip_id, path, *record))
             progress.update()
         writer.finish(
             metadata=computed_table(records),
@@ -198,7 +195,9 @@ def _frontend(siblings, *, build: dict, todo, root) -> tuple[Frontend, dict[str,
     checksums = {}
     # an executor, not a Pool: it raises if the child dies instead of waiting forever
     fork = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=1, mp_context=fork) as executor:
+    with ProcessPoolExecutor(
+        max_workers=1, mp_context=fork, initializer=signal.signal, initargs=_IGNORE_INTERRUPTS
+    ) as executor:
         building = executor.submit(_build_frontend, build["params"])
         for _, path, problem in todo:
             if building.done():
@@ -213,23 +212,28 @@ def _build_frontend(params: dict) -> Frontend:
     return Frontend.build(FeatureParams.from_dict(params))
 
 
-def _source_stat(root: str | Path, path: str, problem: str) -> tuple[int, int]:
-    """(size, mtime in ns) of a source file; (-1, -1) where there is none to reuse."""
-    if problem:
-        return (-1, -1)
-    try:
-        stat = os.stat(os.path.join(root, path))  # not pathlib: 8732 Path objects cost 0.15 s
-    except OSError:
-        return (-1, -1)
-    return (stat.st_size, stat.st_mtime_ns)
+def _checksums(root: str | Path, entries: Sequence[Sequence[str]]) -> dict[str, str]:
+    """The content checksum of every readable file of ``entries`` (the workers report the rest)."""
+    checksums = {}
+    for _, path, problem in entries:
+        if not problem:
+            with suppress(AudioError):
+                checksums[path] = file_checksum(os.path.join(root, path))
+    return checksums
 
 
 # The worker processes' state, set before they fork (fork copies it for free).
 _worker: dict = {}
 
 
-def _start_worker(frontend: Frontend) -> None:
-    _worker["extractor"] = FeatureExtractor(frontend)
+# Ctrl-C reaches the whole process group: the job alone reports it, in one line.
+_IGNORE_INTERRUPTS = (signal.SIGINT, signal.SIG_IGN)
+
+
+def _start_worker(frontend: Frontend | None = None) -> None:
+    signal.signal(*_IGNORE_INTERRUPTS)
+    if frontend is not None:
+        _worker["extractor"] = FeatureExtractor(frontend)
 
 
 def _compute_clip(entry: tuple[str, str, str]) -> str | tuple[np.ndarray, tuple]:
@@ -292,7 +296,7 @@ def _computed_in_order(
     else:
         # built before the fork: scipy is imported once, and its pages are shared
         _worker["extractor"] = FeatureExtractor(frontend)
-        pool = {"max_workers": processes}
+        pool = {"max_workers": processes, "initializer": _start_worker}
         shape = frontend.params.clip_shape
         ring = (
             None
@@ -387,6 +391,14 @@ class _SlotRing:
             self.changed.notify_all()
 
 
+@dataclass
+class LastBuild:
+    """What the last build of a shard was made from, to say what changed since."""
+
+    build: dict  # its params, versions and code
+    files: dict[str, tuple[str, str]]  # path -> (clip_id, checksum), over its trie path
+
+
 class _ReuseIndex:
     """Clips of earlier shard files that may be copied instead of computed."""
 
@@ -399,25 +411,45 @@ class _ReuseIndex:
 
     def __init__(self, paths: Sequence[str | Path], *, build: dict):
         self.clips: dict[tuple, _ReuseIndex.Clip] = {}
+        self.last_build: LastBuild | None = None
         for path in map(str, paths):
             try:
                 with h5py.File(path, "r") as shard:
+                    table = read_columns(shard, "metadata")
+                    if self.last_build is None:  # the shard's own previous build comes first
+                        attrs = shard.attrs
+                        self.last_build = LastBuild(
+                            {key: _json_attr(attrs, key) for key in ("params", "versions")}
+                            | {"code": attrs.get("code")},
+                            {},
+                        )
+                    self.last_build.files.update(
+                        zip(
+                            table["path"].tolist(),
+                            zip(
+                                table["clip_id"].tolist(),
+                                table["source_xxh128"].tolist(),
+                                strict=True,
+                            ),
+                            strict=True,
+                        )
+                    )
                     if _built_alike(shard, build):
-                        self._add(path, read_columns(shard, "metadata"))
-            except OSError:
-                continue  # vanished, or not a complete HDF5 file: nothing to reuse
+                        self._add(path, table)
+            except (OSError, KeyError):
+                continue  # vanished, or not a complete shard file: nothing to reuse
 
     def _add(self, path: str, table: dict[str, np.ndarray]) -> None:
         rows = zip(*(table[column].tolist() for column in SHARD_COLUMNS), strict=True)
         offsets, counts = table.get("frame_offset"), table.get("n_frames")
         for row, record in enumerate(rows):
             frames = None if offsets is None else (int(offsets[row]), int(counts[row]))
-            key = (record[0], record[1], record[-2], record[-1])  # id, path, size, mtime
+            key = (record[0], record[1], record[-1])  # id, path, checksum
             self.clips[key] = _ReuseIndex.Clip(path, row, record, frames)
 
-    def find(self, clip_id: str, path: str, stat: tuple[int, int]) -> _ReuseIndex.Clip | None:
-        """The earlier clip with this id, path, size and mtime, if any."""
-        return None if stat[0] < 0 else self.clips.get((clip_id, path, *stat))
+    def find(self, clip_id: str, path: str, checksum: str | None) -> _ReuseIndex.Clip | None:
+        """The earlier clip with this id, path and source checksum, if any."""
+        return None if checksum is None else self.clips.get((clip_id, path, checksum))
 
     @staticmethod
     def copy(clip: _ReuseIndex.Clip, shards: OpenStores, writer: StoreWriter) -> None:
@@ -428,6 +460,80 @@ class _ReuseIndex:
         else:
             start, count = clip.frames
             writer.append(features[:, start : start + count])
+
+
+def _json_attr(attrs, key: str):
+    return json.loads(attrs[key]) if key in attrs else None
+
+
+# File names listed in a rebuild reason before "and N more".
+_NAMES_SHOWN = 3
+
+
+def rebuild_reason(
+    last: LastBuild | None,
+    build: dict,
+    entries: Sequence[Sequence[str]],
+    checksums: dict[str, str],
+    out_path: str | Path,
+) -> str:
+    """One line saying why a shard is built: its first build, or what changed since the last.
+
+    Parameters
+    ----------
+    last : LastBuild or None
+        The shard's last build, if one was kept.
+    build : dict
+        This build's ``params``, ``versions`` and ``code``.
+    entries : sequence of (clip_id, path, problem)
+        The shard's files now.
+    checksums : dict
+        Path to content checksum of the files that were hashed before computing.
+    out_path : str or Path
+        The shard file: its name (``s`` + trie prefix) tells which earlier clips were its own.
+    """
+    if last is None:
+        return f"building {len(entries)} files (no earlier build kept)"
+    changes = [
+        f"{key}: {_short(old.get(key))} -> {_short(new.get(key))}"
+        for part in ("params", "versions")
+        for old, new in [(last.build[part] or {}, build[part])]
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
+    if last.build["code"] != build["code"]:
+        changes.append("extraction code changed")
+    prefix = Path(out_path).stem.removeprefix("s")
+    paths = {path for _, path, _ in entries}
+    files = {
+        "changed": [
+            path
+            for path in sorted(paths & last.files.keys())
+            if path in checksums and checksums[path] != last.files[path][1]
+        ],
+        "added": sorted(paths - last.files.keys()),
+        # earlier shards on this trie path may also hold clips that now belong to a sibling
+        "removed": sorted(
+            path
+            for path, (clip_id, _) in last.files.items()
+            if path not in paths and shard_key(clip_id).startswith(prefix)
+        ),
+    }
+    changes += [
+        f"{len(names)} file(s) {word}: {_names(names)}" for word, names in files.items() if names
+    ]
+    if not changes:
+        return "forced: no file or parameter changed since the last build"
+    return "rebuilding: " + "; ".join(changes)
+
+
+def _short(value) -> str:
+    return "(none)" if value is None else json.dumps(value)
+
+
+def _names(paths: Sequence[str]) -> str:
+    shown = ", ".join(paths[:_NAMES_SHOWN])
+    return shown if len(paths) <= _NAMES_SHOWN else f"{shown} and {len(paths) - _NAMES_SHOWN} more"
 
 
 def computed_table(records: Sequence[tuple]) -> dict[str, np.ndarray]:
@@ -457,8 +563,14 @@ def axes(
     return {"frequency": frequencies, "time": params.frame_times(n_frames)}
 
 
+def _say(line: str) -> None:
+    """Tell the terminal (Snakemake shows a job's stderr) and the job's log."""
+    print(f"melstore: {line}", file=sys.stderr, flush=True)
+    log.info("%s", line)
+
+
 class _Progress:
-    """Log files done / total and the rate, at most every few seconds."""
+    """Files done / total, the rate and the time left, at most every few seconds."""
 
     def __init__(self, name: str, *, total: int, reused: int, every_seconds: float = 5.0):
         self.name, self.total, self.reused, self.every = name, total, reused, every_seconds
@@ -471,19 +583,16 @@ class _Progress:
         now = time.monotonic()
         if now - self.last >= self.every:
             self.last = now
-            self._log(now)
+            self._report(now)
 
     def done(self) -> None:
-        self._log(time.monotonic())
+        self._report(time.monotonic())
 
-    def _log(self, now: float) -> None:
+    def _report(self, now: float) -> None:
         rate = self.done_count / max(now - self.start, 1e-9)
-        log.info(
-            "%s: %d/%d files computed (%.1f files/s), %d failed, %d reused unchanged",
-            self.name,
-            self.done_count,
-            self.total,
-            rate,
-            self.failed,
-            self.reused,
+        left = self.total - self.done_count
+        eta = f", {left / rate:.0f} s left" if left and rate > 0 else ""
+        _say(
+            f"{self.name}: {self.done_count}/{self.total} files computed ({rate:.1f} files/s"
+            f"{eta}), {self.failed} failed, {self.reused} reused unchanged"
         )

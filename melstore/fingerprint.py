@@ -13,12 +13,6 @@ import ast
 import functools
 import hashlib
 import importlib.util
-import os
-import sys
-from contextlib import suppress
-from pathlib import Path
-
-from melstore.files import atomic_path
 
 # Modules whose code decides the features in a shard file.
 EXTRACT_MODULES = ("melstore.audio", "melstore.features", "melstore.extract", "melstore.store")
@@ -32,9 +26,6 @@ REPORT_MODULES = (
     "melstore.gather",
     "melstore.store",
 )
-# Digests of parsed sources, by the hash of their text and the Python version
-# (whose ast they come from): parsing costs 0.15 s of every workflow start.
-CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "melstore" / "code"
 
 
 def code_fingerprint(modules: tuple[str, ...]) -> str:
@@ -48,20 +39,9 @@ def code_fingerprint(modules: tuple[str, ...]) -> str:
     return digest.hexdigest()[:16]
 
 
-@functools.cache  # the rules share modules: look each source up once per workflow start
+@functools.cache  # the rules share modules: parse each source once per workflow start
 def _code_digest(source: str) -> bytes:
-    key = hashlib.sha256(f"{sys.version}\0{source}".encode()).hexdigest()
-    cached = CACHE_DIR / key
-    with suppress(OSError, ValueError):  # none yet, or unreadable: parse
-        digest = bytes.fromhex(cached.read_text(encoding="ascii"))
-        if len(digest) == hashlib.sha256().digest_size:
-            return digest
-    digest = hashlib.sha256(ast.dump(_without_docstrings(ast.parse(source))).encode()).digest()
-    with suppress(OSError):  # a read-only home only costs the parse
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        with atomic_path(cached) as tmp:
-            tmp.write_text(digest.hex(), encoding="ascii")
-    return digest
+    return hashlib.sha256(ast.dump(_without_docstrings(ast.parse(source))).encode()).digest()
 
 
 def _without_docstrings(tree: ast.Module) -> ast.Module:

@@ -1,13 +1,11 @@
 """Gather shard files into the final store, in manifest order, with bounded memory.
 
-The gather needs neither pandas nor the dataset's CSV: the manifest comes in
-as plain columns from the Snakefile, and the tables are written as numpy
-columns (pandas alone would cost this job 0.45 s).
+The manifest comes in as plain columns (:meth:`Manifest.store_columns`), and
+the tables are written as numpy columns.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -20,7 +18,6 @@ import numpy as np
 from melstore.errors import MelstoreError
 from melstore.extract import COMPUTED_COLUMNS, axes, columns_of, computed_table
 from melstore.features import FeatureParams
-from melstore.files import atomic_path
 from melstore.store import (
     FAILURE_COLUMNS,
     OpenStores,
@@ -31,32 +28,6 @@ from melstore.store import (
 
 # What Manifest.store_columns gives: column name -> (numpy dtype, values in manifest order).
 ManifestColumns = Mapping[str, tuple[str, Sequence]]
-
-
-def save_manifest_columns(columns: ManifestColumns, directory: str | Path) -> str:
-    """Write the store's manifest columns to a file named by their digest; return its path.
-
-    The gather and the report take this path in ``params``, not the columns:
-    Snakemake pickles each param into the job's script and keeps its repr in
-    the metadata of every output, 1 MB per file for UrbanSound8K, read and
-    written on every run. The digest in the name still reruns both when a
-    column changes. The file is written once; older ones are removed.
-    """
-    text = json.dumps(columns, separators=(",", ":"))
-    path = Path(directory) / f"manifest-{hashlib.sha256(text.encode()).hexdigest()[:20]}.json"
-    if not path.exists():
-        with atomic_path(path) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-        for older in path.parent.glob("manifest-*.json"):
-            if older != path:
-                older.unlink(missing_ok=True)
-    return str(path)
-
-
-def load_manifest_columns(path: str | Path) -> ManifestColumns:
-    """The columns :func:`save_manifest_columns` wrote."""
-    with open(path, encoding="utf-8") as file:
-        return {name: (dtype, values) for name, (dtype, values) in json.load(file).items()}
 
 
 def gather_store(

@@ -35,6 +35,9 @@ def snakemake_job(snakemake):
     logger.info("HDF5_USE_FILE_LOCKING=%s", os.environ.get("HDF5_USE_FILE_LOCKING", "(default)"))
     try:
         yield logger
+    except KeyboardInterrupt:
+        job = " ".join([snakemake.rule, "/".join(map(str, snakemake.wildcards))]).strip()
+        _fail(logger, f"{job} interrupted; run the same command again to resume", status=130)
     except MelstoreError as err:
         _fail(logger, str(err))
     except OSError as err:
@@ -49,7 +52,7 @@ def _set_hdf5_file_locking(enabled: bool | None) -> None:
         os.environ["HDF5_USE_FILE_LOCKING"] = "TRUE" if enabled else "FALSE"
 
 
-def _fail(logger: logging.Logger, message: str) -> None:
+def _fail(logger: logging.Logger, message: str, *, status: int = 1) -> None:
     logger.error("%s", message)
     print(f"melstore: {message}", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(status)

@@ -16,6 +16,7 @@ import json
 import logging
 import multiprocessing
 import re
+import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -100,7 +101,11 @@ def write_report(
                 _make(opened, output, paths[output], digests[output])
             return
     fork = multiprocessing.get_context("fork")  # once closed: HDF5 handles do not survive a fork
-    with ProcessPoolExecutor(min(processes, len(stale)), mp_context=fork) as pool:
+    # Ctrl-C reaches the whole process group: the job alone reports it, in one line
+    ignore_interrupts = {"initializer": signal.signal, "initargs": (signal.SIGINT, signal.SIG_IGN)}
+    with ProcessPoolExecutor(
+        min(processes, len(stale)), mp_context=fork, **ignore_interrupts
+    ) as pool:
         tasks = [(opener, output, paths[output], digests[output]) for output in stale]
         for future in [pool.submit(_make_in_own_process, *task) for task in tasks]:
             future.result()  # raises what making the file raised

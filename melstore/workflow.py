@@ -16,7 +16,8 @@ from melstore.manifest import Manifest, build_manifest, manifest_from_listing, m
 from melstore.presets import resolve_feature_set
 from melstore.shards import assign_shards
 
-GENERATORS = {"demo": demo}
+# Folders the workflow writes, relative to the working directory.
+OUTPUT_FOLDERS = ("results", "logs", ".snakemake")
 
 
 @dataclass
@@ -56,10 +57,11 @@ class Plan:
         """
         validate_config(config, schema_path)
         dataset = config["dataset"]
-        if dataset["generate"] and dataset["layout"] != "urbansound8k":
+        check_root_is_apart(dataset["root"])
+        if demo.is_demo_root(dataset["root"]) and dataset["layout"] != "urbansound8k":
             raise ConfigError(
-                f"config key 'dataset.generate': {dataset['generate']} writes the urbansound8k "
-                f"layout; set dataset.layout: urbansound8k (not {dataset['layout']!r})"
+                f"config key 'dataset.layout': {dataset['root']} holds the generated demo, which "
+                f"is in the urbansound8k layout, not {dataset['layout']!r}"
             )
         feature_sets = {
             name: resolve_feature_set(name, config["feature_sets"]) for name in config["features"]
@@ -86,7 +88,7 @@ class Plan:
         if shard in self._source_digests:  # Snakemake asks more than once per start
             return self._source_digests[shard]
         digest = hashlib.sha256()
-        generated = bool(self.generated_files())
+        generated = demo.is_demo_root(self.root)
         root = os.fspath(self.root)  # os.path: 0.07 s for 8732 files, pathlib 0.1 s
         for _, path, problem in self.shard_entries(shard):
             digest.update(f"{path}\0{problem}\0".encode())
@@ -100,9 +102,10 @@ class Plan:
         return self._source_digests[shard]
 
     def generated_files(self) -> list[str]:
-        """Files the dataset generator writes (its metadata CSV first), or none."""
-        generator = GENERATORS.get(self.config["dataset"]["generate"])
-        return [] if generator is None else [str(self.root / p) for p in generator.relative_paths()]
+        """Files the demo generator writes (its metadata CSV first), if the root is the demo's."""
+        if not demo.is_demo_root(self.root):
+            return []
+        return [str(self.root / path) for path in demo.relative_paths()]
 
     def metadata_files(self) -> list[str]:
         """The metadata CSV the manifest came from, if any (an input of the gather)."""
@@ -114,17 +117,34 @@ class Plan:
 def load_manifest(dataset: dict) -> Manifest:
     """The manifest of the ``dataset`` config section.
 
-    A generated dataset's manifest comes from its generator's plan, so it is
-    known before the files exist; it equals what the layout reads from disk.
+    The demo's manifest comes from its generator's plan, so it is known before
+    the files exist; it equals what the layout reads from disk.
     """
-    generator = GENERATORS.get(dataset["generate"])
-    if generator is None:
+    if not demo.is_demo_root(dataset["root"]):
         return build_manifest(dataset["root"], dataset["layout"], dataset["metadata"])
     return manifest_from_listing(
         dataset["layout"],
-        csv=generator.csv_table(),
-        files={path: "" for path in generator.relative_paths() if path != generator.CSV_PATH},
+        csv=demo.csv_table(),
+        files={path: "" for path in demo.relative_paths() if path != demo.CSV_PATH},
     )
+
+
+def check_root_is_apart(root: str | Path) -> None:
+    """Refuse a dataset root that holds, or lies in, a folder the workflow writes.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``dataset.root`` and the output folder it overlaps.
+    """
+    root = Path(root).resolve()
+    for name in OUTPUT_FOLDERS:
+        folder = Path(name).resolve()
+        if folder == root or root in folder.parents or folder in root.parents:
+            raise ConfigError(
+                f"config key 'dataset.root': {root} overlaps the workflow's output folder "
+                f"{folder}; keep the dataset outside the working directory's {name}/"
+            )
 
 
 def stop_rescheduling_timers() -> None:

@@ -3,10 +3,11 @@
 from melstore.jobs import snakemake_job
 
 with snakemake_job(snakemake) as log:
-    from melstore.gather import gather_store, load_manifest_columns
+    from melstore.gather import gather_store
+    from melstore.workflow import load_manifest
 
     summary = gather_store(
-        manifest=load_manifest_columns(snakemake.params.manifest),
+        manifest=load_manifest(snakemake.params.dataset).store_columns(),
         shard_paths=snakemake.input.shards,
         out_path=snakemake.output[0],
         dataset=snakemake.params.dataset,

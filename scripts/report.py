@@ -5,14 +5,14 @@ from melstore.jobs import snakemake_job
 with snakemake_job(snakemake) as log:
     from functools import partial
 
-    from melstore.gather import load_manifest_columns
     from melstore.reader import ShardedStore
     from melstore.report import write_report
+    from melstore.workflow import load_manifest
 
     # the shards hold what the gather is writing: drawing runs beside it, not after
     store = partial(
         ShardedStore,
-        manifest=load_manifest_columns(snakemake.params.manifest),
+        manifest=load_manifest(snakemake.params.dataset).store_columns(),
         shard_paths=snakemake.input.shards,
         dataset=snakemake.params.dataset,
         feature_set=snakemake.wildcards.featureset,

@@ -16,6 +16,7 @@ from melstore import demo
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_PRESETS = ["piczak2015", "salamon2017", "vggish", "panns"]
+USER_CONFIG = "my.yaml"  # the config file name the README's examples use
 
 
 def tone(sr: int, seconds: float, channels: int = 1, freq: float = 440.0, seed: int = 0):
@@ -33,6 +34,21 @@ def write_audio(path: Path, samples, sr: int, *, container="WAV", subtype="PCM_1
     return path
 
 
+def snakemake_command(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile") -> list:
+    """The real snakemake in ``workdir``, with ``workdir/my.yaml`` as the user's config file.
+
+    It comes after ``args``, which may name targets: ``--configfile`` takes several values.
+    """
+    return [
+        sys.executable, "-m", "snakemake",
+        "--snakefile", str(snakefile),
+        "--directory", str(workdir),
+        "--cores", "2",
+        *args,
+        "--configfile", str(workdir / USER_CONFIG),
+    ]  # fmt: skip
+
+
 def run_snakemake(
     workdir: Path,
     config: dict,
@@ -40,21 +56,30 @@ def run_snakemake(
     check: bool = True,
     snakefile: Path = REPO / "Snakefile",
 ):
-    """Run the real workflow in ``workdir`` with ``config`` as its config.yaml."""
+    """Run the real workflow in ``workdir`` as the README says: ``--configfile my.yaml``.
+
+    ``config`` is written to ``workdir/my.yaml``; Snakemake merges it over the
+    committed config.yaml, as it does a user's config file.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    command = [
-        sys.executable, "-m", "snakemake",
-        "--snakefile", str(snakefile),
-        "--directory", str(workdir),
-        "--cores", "2",
-        *args,
-    ]  # fmt: skip
+    (workdir / USER_CONFIG).write_text(yaml.safe_dump(config))
+    command = snakemake_command(workdir, *args, snakefile=snakefile)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stderr[-5000:]}")
     return result
+
+
+def merged_config(workdir: Path) -> dict:
+    """The config a run in ``workdir`` used: its my.yaml merged over the committed one."""
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    user = workdir / USER_CONFIG
+    if user.exists():
+        update_config(config, yaml.safe_load(user.read_text()))
+    return config
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:
@@ -64,8 +89,11 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
-    """The demo dataset, written once per test session."""
-    root = tmp_path_factory.mktemp("demo")
+    """The demo dataset, written once per test session into its own resources/demo folder.
+
+    Tests that change a dataset copy it first.
+    """
+    root = tmp_path_factory.mktemp("demo") / demo.ROOT
     demo.write(root)
     return root
 

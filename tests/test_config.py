@@ -11,7 +11,7 @@ from melstore.workflow import Plan
 
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 BASE = {
-    "dataset": {"name": "demo", "layout": "urbansound8k", "root": "x", "generate": "demo"},
+    "dataset": {"name": "demo", "layout": "urbansound8k", "root": "somewhere/resources/demo"},
     "features": ["seed", "mine"],
     "feature_sets": {"mine": {"preset": "seed", "n_mels": 64}},
 }
@@ -50,8 +50,12 @@ def test_defaults_are_filled_in_and_every_parameter_is_explicit():
         ({"feature_sets__mine__preset": "vgg"}, "'feature_sets.mine.preset': unknown preset"),
         ({"feature_sets__mine__fmax": 20000.0}, "'feature_sets.mine.fmax': 20000.0 exceeds the "
                                                 "Nyquist frequency sr/2 = 11025.0"),
-        ({"dataset__generate": None}, "config key 'dataset.root': x is not a directory"),
-        ({"dataset__layout": "folder"}, "'dataset.generate': demo writes the urbansound8k"),
+        ({"dataset__root": "x"}, "config key 'dataset.root': x is not a directory"),
+        ({"dataset__layout": "folder"}, "'dataset.layout': somewhere/resources/demo holds the "
+                                        "generated demo, which is in the urbansound8k layout"),
+        ({"dataset__generate": "demo"}, "config key 'dataset': unknown key 'generate'"),
+        ({"dataset__root": "."}, "config key 'dataset.root': "),
+        ({"dataset__root": "results/data"}, "overlaps the workflow's output folder"),
         ({"feature_sets__mine__deltas": True, "feature_sets__mine__duration": None},
          "'feature_sets.mine.deltas': needs a fixed duration: the concatenated layout"),
         ({"feature_sets__mine__delta_width": 4}, "'feature_sets.mine.delta_width': 4 must be odd"),

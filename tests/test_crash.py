@@ -4,11 +4,10 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
-from conftest import REPO, run_snakemake, tone, write_audio
+from conftest import run_snakemake, snakemake_command, tone, write_audio
 
 
 def make_dataset(root, n=160):
@@ -22,10 +21,11 @@ def config(root):
 
 
 def start(workdir):
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-               "--directory", str(workdir), "--cores", "2"]  # fmt: skip
     return subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        snakemake_command(workdir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 
@@ -40,7 +40,7 @@ def test_kill_9_at_three_moments_then_rerun_gives_the_clean_bytes(tmp_path):
     run_snakemake(clean, config(root))
 
     killed = tmp_path / "killed"
-    run_snakemake(killed, config(root), "-n")  # writes config.yaml
+    run_snakemake(killed, config(root), "-n")  # writes my.yaml
     for delay in (2.0, 3.5, 5.0):
         process = start(killed)
         time.sleep(delay)

@@ -12,7 +12,6 @@ import pytest
 import xxhash
 from conftest import REPO, run_snakemake, tone, write_audio
 
-from melstore import fingerprint
 from melstore.fingerprint import code_fingerprint
 from melstore.shards import PREVIOUS_DIR
 from melstore.store import read_table
@@ -169,7 +168,15 @@ def test_a_file_that_breaks_becomes_a_failure_row_as_in_a_clean_build(built):
 def test_workflow_refactors_and_docs_do_not_rerun_anything(tmp_path):
     workflow = tmp_path / "wf"
     workflow.mkdir()
-    for part in ("Snakefile", "workflow", "scripts", "profiles", "envs", "README.md"):
+    for part in (
+        "Snakefile",
+        "config.yaml",
+        "workflow",
+        "scripts",
+        "profiles",
+        "envs",
+        "README.md",
+    ):
         copy = shutil.copytree if (REPO / part).is_dir() else shutil.copy2
         copy(REPO / part, workflow / part)
     root = tmp_path / "data"
@@ -191,21 +198,6 @@ def test_code_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path,
     assert code_fingerprint(("fp_probe",)) == original
     module.write_text('"""Doc."""\n\ndef f(x):\n    return 3 * x\n')
     assert code_fingerprint(("fp_probe",)) != original
-
-
-def test_code_digests_are_cached_by_source_text(tmp_path, monkeypatch):
-    monkeypatch.setattr(fingerprint, "CACHE_DIR", tmp_path)
-    fingerprint._code_digest.cache_clear()
-    original = code_fingerprint(("melstore.shards",))
-    [cached] = tmp_path.iterdir()  # named by the hash of the source and Python version
-    # a cached digest is used as it is (a new source text gets a new entry)
-    cached.write_text("00" * 32)
-    fingerprint._code_digest.cache_clear()
-    assert code_fingerprint(("melstore.shards",)) != original
-    cached.write_text("not hex")  # unreadable: parsed again
-    fingerprint._code_digest.cache_clear()
-    assert code_fingerprint(("melstore.shards",)) == original
-    fingerprint._code_digest.cache_clear()
 
 
 def verify(store, *args):

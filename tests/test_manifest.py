@@ -1,6 +1,7 @@
 """Layout adapters: which clips a dataset has, in what order, with what metadata."""
 
 import os
+import shutil
 
 import pandas as pd
 import pytest
@@ -8,7 +9,6 @@ from conftest import tone, write_audio
 
 from melstore import demo
 from melstore.errors import ConfigError
-from melstore.gather import load_manifest_columns, save_manifest_columns
 from melstore.manifest import ESCAPES_ROOT, NOT_FOUND, build_manifest
 from melstore.workflow import load_manifest
 
@@ -25,28 +25,17 @@ def test_urbansound8k_follows_the_csv_and_keeps_every_column(demo_root):
     assert manifest.unlisted == []
 
 
-def test_store_columns_round_trip_through_a_file_named_by_their_digest(demo_root, tmp_path):
-    columns = build_manifest(demo_root, "urbansound8k").store_columns()
-    path = save_manifest_columns(columns, tmp_path)
-    assert load_manifest_columns(path) == columns
-    assert save_manifest_columns(columns, tmp_path) == path  # the same columns, the same file
-    changed = {**columns, "salience": (columns["salience"][0], [2] * len(columns["clip_id"][1]))}
-    new_path = save_manifest_columns(changed, tmp_path)
-    assert new_path != path and load_manifest_columns(new_path) == changed
-    assert sorted(tmp_path.iterdir()) == [tmp_path / os.path.basename(new_path)]  # older removed
-
-
 def test_demo_manifest_is_known_before_the_files_exist_and_matches_disk(demo_root):
     planned = load_manifest(
-        {"root": "not-written-yet", "layout": "urbansound8k", "metadata": None, "generate": "demo"}
+        {"root": "not-written-yet/resources/demo", "layout": "urbansound8k", "metadata": None}
     )
     on_disk = build_manifest(demo_root, "urbansound8k")
     pd.testing.assert_frame_equal(planned.table, on_disk.table)
     assert planned.store_columns() == on_disk.store_columns()
 
 
-def test_urbansound8k_reports_missing_and_unlisted_files(tmp_path):
-    demo.write(tmp_path)
+def test_urbansound8k_reports_missing_and_unlisted_files(tmp_path, demo_root):
+    shutil.copytree(demo_root, tmp_path, dirs_exist_ok=True)
     first, second = sorted((tmp_path / "audio").rglob("*.wav"))[:2]
     first.unlink()
     extra = write_audio(tmp_path / "audio/fold1/999-9-0-0.wav", tone(8000, 0.5), 8000)
@@ -149,9 +138,27 @@ def test_missing_root_and_csv_are_config_errors(tmp_path):
 
 
 def test_demo_generation_is_byte_reproducible(tmp_path):
-    demo.write(tmp_path / "a")
-    demo.write(tmp_path / "b")  # a float WAV's PEAK chunk would hold the write time
-    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.*"))
+    a, b = tmp_path / "a" / demo.ROOT, tmp_path / "b" / demo.ROOT
+    demo.write(a)
+    demo.write(b)  # a float WAV's PEAK chunk would hold the write time
+    files = sorted(p.relative_to(a) for p in a.rglob("*.*"))
     assert len(files) == len(demo.relative_paths())
     for rel in files:
-        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+
+
+@pytest.mark.parametrize("place", ["data", "resources", "demo", "resources/demo/audio"])
+def test_the_demo_generator_refuses_any_folder_but_its_own(tmp_path, place):
+    with pytest.raises(ConfigError, match=f"the demo is written only to a {demo.ROOT} folder"):
+        demo.write(tmp_path / place)
+    assert list(tmp_path.rglob("*")) == []
+
+
+def test_the_demo_generator_never_writes_over_other_data(tmp_path):
+    root = tmp_path / demo.ROOT
+    mine = write_audio(root / "audio/fold1/mine.wav", tone(8000, 0.5), 8000)
+    before = mine.read_bytes()
+    with pytest.raises(ConfigError, match=r"holds 1 file\(s\) that are not the demo's, e.g. "):
+        demo.write(root)
+    assert [p for p in root.rglob("*") if p.is_file()] == [mine]
+    assert mine.read_bytes() == before

@@ -2,14 +2,12 @@
 
 import glob
 import shutil
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from conftest import REPO, VARIABLE_CLIPS, run_python
+from conftest import REPO, VARIABLE_CLIPS, merged_config, run_python
 
 import melstore
 from melstore import demo
@@ -202,7 +200,7 @@ def test_a_sharded_store_reads_exactly_what_the_gather_writes(build, request, mo
     workdir = request.getfixturevalue(build)[0]
     monkeypatch.chdir(workdir)  # the demo's dataset root is relative, as in the jobs
     plan = Plan.from_config(
-        yaml.safe_load(Path("config.yaml").read_text()),
+        merged_config(workdir),
         schema_path=REPO / "workflow/schemas/config.schema.yaml",
     )
     for name, params in plan.feature_sets.items():

@@ -12,8 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xxhash
-import yaml
-from conftest import run_snakemake, tone, write_audio
+from conftest import merged_config, run_snakemake, tone, write_audio
 
 from melstore import demo
 from melstore.store import read_table
@@ -109,7 +108,7 @@ def test_undecodable_files_become_failure_rows(folder_build):
 def test_too_many_failures_stop_the_run_with_the_commonest_reason(folder_build, tmp_path):
     workdir = tmp_path / "copy"
     shutil.copytree(folder_build[0], workdir)
-    config = yaml.safe_load((workdir / "config.yaml").read_text()) | {"min_success": 0.95}
+    config = merged_config(workdir) | {"min_success": 0.95}
     result = run_snakemake(workdir, config, check=False)
     assert result.returncode != 0
     assert "melstore: only 5 of 7 files succeeded (71%), below min_success=0.95" in result.stderr
@@ -156,8 +155,7 @@ def test_on_error_fail_stops_with_one_line_naming_the_file(folder_dataset, tmp_p
 
 def test_demo_config_builds_the_demo_dataset_and_its_stores(tmp_path):
     config = {
-        "dataset": {"name": "demo", "layout": "urbansound8k", "root": "resources/demo",
-                    "generate": "demo"},
+        "dataset": {"name": "demo", "layout": "urbansound8k", "root": "resources/demo"},
         "features": ["seed", "logspec"],
     }  # fmt: skip
     result = run_snakemake(tmp_path, config)
@@ -176,9 +174,9 @@ def test_demo_config_builds_the_demo_dataset_and_its_stores(tmp_path):
     assert "files failed" not in result.stdout
 
 
-def test_audio_files_missing_from_the_csv_are_reported(tmp_path):
+def test_audio_files_missing_from_the_csv_are_reported(tmp_path, demo_root):
     root = tmp_path / "us8k"
-    demo.write(root)
+    shutil.copytree(demo_root, root)
     write_audio(root / "audio/fold1/1-2-3-4.wav", tone(8000, 0.5), 8000)
     config = {"dataset": {"name": "u", "layout": "urbansound8k", "root": str(root)},
               "features": ["seed"]}  # fmt: skip
@@ -192,7 +190,7 @@ def test_switching_to_on_error_fail_refuses_the_store_without_recomputing(folder
     workdir = tmp_path / "copy"
     shutil.copytree(folder_build[0], workdir)  # keeps mtimes; the module's build stays intact
     shards = {p: p.stat().st_mtime_ns for p in workdir.glob("results/pets/shards/**/*.h5")}
-    config = yaml.safe_load((workdir / "config.yaml").read_text()) | {"on_error": "fail"}
+    config = merged_config(workdir) | {"on_error": "fail"}
     result = run_snakemake(workdir, config, check=False)
     assert result.returncode != 0
     assert "melstore: cat/broken.wav: not decodable audio" in result.stderr

@@ -10,13 +10,12 @@ from melstore.fingerprint import (
     REPORT_MODULES,
     code_fingerprint,
 )
-from melstore.gather import save_manifest_columns
 from melstore.store import library_versions
 from melstore.workflow import Plan, stop_rescheduling_timers
 
 try:
     plan = Plan.from_config(
-        config, schema_path=workflow.source_path("../schemas/config.schema.yaml")
+        config, schema_path=os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
     )
 except MelstoreError as err:
     sys.exit(f"melstore: {err}")  # one line, no traceback: the config is at fault
@@ -30,11 +29,6 @@ if plan.manifest.unlisted:
 VERSIONS = library_versions()
 RESULTS = f"results/{plan.dataset}"
 LOGS = f"logs/{plan.dataset}"
-# The manifest's columns in each store, for the gather and the report: a file
-# named by their digest, as params of 1 MB slow every run down.
-MANIFEST_COLUMNS_FILE = save_manifest_columns(
-    plan.manifest.store_columns(), f"{RESULTS}/.manifest"
-)
 
 
 wildcard_constraints:

@@ -1,4 +1,4 @@
-# Only a generated dataset (dataset.generate) has a rule that writes its root.
+# Only the demo (dataset.root: resources/demo) has a rule that writes its root.
 if plan.generated_files():
 
     rule demo_dataset:

@@ -7,7 +7,7 @@ rule extract:
     log:
         f"{LOGS}/extract/{{featureset}}/{{shard}}.log",
     benchmark:
-        f"benchmarks/{plan.dataset}/extract/{{featureset}}/{{shard}}.tsv"
+        f"{LOGS}/benchmarks/extract/{{featureset}}/{{shard}}.tsv"
     conda:
         "../../envs/melstore.yaml"
     # worker processes forked inside the job; Snakemake lowers this to --cores

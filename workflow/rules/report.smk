@@ -32,7 +32,6 @@ rule report:
     # one core, so that it runs beside the gather (see scripts/report.py)
     threads: 1
     params:
-        manifest=MANIFEST_COLUMNS_FILE,
         features=feature_params,
         dataset=config["dataset"],
         code=code_fingerprint(REPORT_MODULES),

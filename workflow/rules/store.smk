@@ -7,12 +7,11 @@ rule gather:
     log:
         f"{LOGS}/gather/{{featureset}}.log",
     benchmark:
-        f"benchmarks/{plan.dataset}/gather/{{featureset}}.tsv"
+        f"{LOGS}/benchmarks/gather/{{featureset}}.tsv"
     conda:
         "../../envs/melstore.yaml"
     params:
         features=feature_params,
-        manifest=MANIFEST_COLUMNS_FILE,
         on_error=config["on_error"],
         min_success=config["min_success"],
         dataset=config["dataset"],
