@@ -106,8 +106,9 @@ def show(store: Path, clip_id: str, output: Path) -> None:
     """Plot the spectrogram of CLIP_ID from STORE into an image.
 
     Mel (or FFT) frequency axis in Hz, time in seconds, a colour bar in the
-    stored unit (dB), and a title with the clip id, its class and the
-    feature parameters. Stores with deltas show channel 0.
+    stored unit (dB for logmel, ln for logspec and vggish), and a title with
+    the clip id, its class and the feature parameters. Stores with deltas
+    show channel 0.
     """
     from melstore.figures import clip_figure, save_figure
     from melstore.reader import Store
