@@ -1,6 +1,7 @@
 """Configuration errors: one line that names the key and what is allowed."""
 
 import copy
+import re
 
 import pytest
 from conftest import REPO, run_snakemake
@@ -82,6 +83,24 @@ def test_no_feature_set_may_take_a_preset_name_even_when_another_is_resolved(pre
         resolve_feature_set("mine", feature_sets)
     with pytest.raises(ConfigError, match=f"'feature_sets.{preset}'"):
         plan_for(features=["mine"], feature_sets=feature_sets)
+
+
+@pytest.mark.parametrize(
+    ("given", "listed"),
+    [("seed", "seed"), ("seed,logspec", "seed,logspec"), ("seed, mine", "seed,mine")],
+)
+def test_features_given_as_one_string_get_the_command_line_list_syntax(given, listed):
+    from snakemake.cli import parse_config
+
+    with pytest.raises(ConfigError) as err:
+        plan_for(features=parse_config([f"features={given}"])["features"])
+    assert str(err.value) == (
+        f"config key 'features': {given!r} is not a list; "
+        f"on the command line write --config 'features=[{listed}]'"
+    )
+    suggested = re.search(r"--config '(.+)'$", str(err.value)).group(1)
+    plan = plan_for(features=parse_config([suggested])["features"])  # snakemake's own parsing
+    assert list(plan.feature_sets) == listed.split(",")
 
 
 def test_a_feature_set_without_preset_must_give_every_parameter():
