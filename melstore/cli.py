@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from melstore.errors import MelstoreError
+
+if TYPE_CHECKING:
+    from melstore.reader import Store
 
 FAILURES_SHOWN = 20
 STORE = click.argument("store", type=click.Path(dir_okay=False, path_type=Path))
@@ -94,7 +99,7 @@ def info(store: Path) -> None:
 
 @main.command()
 @STORE
-@click.argument("clip_id")
+@click.argument("clip", metavar="CLIP_ID|ROW")
 @click.option(
     "-o",
     "--output",
@@ -102,19 +107,27 @@ def info(store: Path) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Image to write; the format follows the extension (png, svg, pdf, jpg).",
 )
-def show(store: Path, clip_id: str, output: Path) -> None:
-    """Plot the spectrogram of CLIP_ID from STORE into an image.
+def show(store: Path, clip: str, output: Path) -> None:
+    """Plot the spectrogram of one clip of STORE, given by CLIP_ID or ROW, into an image.
+
+    CLIP_ID is a clip id the store holds; anything else that is an integer is
+    taken as the clip's feature ROW, from 0, in the order of
+    melstore.open(STORE).metadata.
 
     Mel (or FFT) frequency axis in Hz, time in seconds, a colour bar in the
-    stored unit (dB), and a title with the clip id, its class and the
-    feature parameters. Stores with deltas show channel 0.
+    stored unit (dB for logmel, ln for logspec and vggish), and a title with
+    the clip id, its class and the feature parameters. Stores with deltas
+    show channel 0.
     """
     from melstore.figures import clip_figure, save_figure
     from melstore.reader import Store
 
     with expected_errors(output=output), Store(store) as opened:
-        save_figure(clip_figure(opened, clip_id), output)
-    click.echo(f"{output}: {clip_id} from {store}")
+        row = clip_row(opened, clip)
+        save_figure(clip_figure(opened, row), output)
+        clip_id = opened.metadata_columns["clip_id"][row]
+    given_as = "" if clip == clip_id else f" (row {row})"
+    click.echo(f"{output}: {clip_id}{given_as} from {store}")
 
 
 @main.command()
@@ -179,6 +192,22 @@ def verify(store: Path, root: str | None) -> None:
         err=True,
     )
     sys.exit(1 if changes else 0)
+
+
+def clip_row(store: Store, clip: str) -> int:
+    """The feature row of a clip id in ``store``, or else of an integer literal.
+
+    Raises
+    ------
+    MelstoreError
+        If ``clip`` is neither a clip id of the store nor one of its rows.
+    """
+    try:
+        return store.row(clip)
+    except MelstoreError:
+        if re.fullmatch(r"[+-]?[0-9]+", clip) is None:
+            raise
+    return store.row(int(clip))
 
 
 def _size(n_bytes: int) -> str:

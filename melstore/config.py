@@ -56,6 +56,14 @@ def describe(error: jsonschema.ValidationError) -> str:
         return f"{where}: {error.message}"
     if error.validator == "oneOf" and "description" in schema:
         return f"{where}: {error.instance!r} is not allowed; expected {schema['description']}"
+    if key == "features" and error.validator == "type" and isinstance(error.instance, str):
+        # snakemake --config features=seed gives a string; YAML's flow list syntax gives a list
+        names = ",".join(error.instance.replace(",", " ").split())
+        if names:
+            return (
+                f"{where}: {error.instance!r} is not a list; "
+                f"on the command line write --config 'features=[{names}]'"
+            )
     return f"{where}: {error.message}"
 
 

@@ -22,6 +22,7 @@ from melstore.audio import decode, file_checksum
 from melstore.errors import MelstoreError
 from melstore.features import FeatureExtractor, FeatureParams, Frontend
 from melstore.files import atomic_path
+from melstore.presets import MEL_KINDS
 from melstore.reader import Store
 from melstore.report import class_examples, seed_question_row
 
@@ -50,24 +51,48 @@ def describe_params(params: Mapping) -> str:
     """One line naming the parameters that shape a feature set's picture."""
     parts = [f"{params['kind']}", f"sr {params['sr']} Hz", f"n_fft {params['n_fft']}"]
     parts.append(f"hop {params['hop_length']}")
-    if params["kind"] == "logmel":
+    if params["kind"] in MEL_KINDS:
         parts.append(f"{params['n_mels']} mels {params['fmin']:g}–{params['fmax']:g} Hz")
+    if params["kind"] == "logmel":
         parts.append(f"ref {params['ref']}")
         parts.append(f"top_db {params['top_db']}")
     else:
-        parts.append(f"ln(PSD + {params['amin']:g})")
+        parts.append(value_label(params))
     if params.get("deltas"):
         parts.append("deltas")
     return ", ".join(parts)
 
 
 def value_label(params: Mapping) -> str:
-    """What the stored values are, with their unit (for colour bars)."""
-    if params["kind"] == "logspec":
+    """What the stored values are, with their unit (for colour bars).
+
+    ``logmel`` stores dB (re each clip's peak, or re a fixed ``ref``); ``logspec``
+    and ``vggish`` store natural logs, ``ln(PSD + amin)`` and ``ln(mel + amin)``,
+    and have no ``ref``.
+
+    Raises
+    ------
+    MelstoreError
+        For a ``kind`` this melstore does not know.
+    """
+    kind = params["kind"]
+    if kind == "logspec":
         return f"ln(PSD + {params['amin']:g})"
+    if kind == "vggish":
+        return f"ln(mel + {params['amin']:g})"
+    if kind != "logmel":
+        raise MelstoreError(f"no unit known for feature kind {kind!r}")
     if params["ref"] == "max":
         return "dB re the clip's peak"
     return f"dB re {float(params['ref']):g} (full-scale power)"
+
+
+def linear_label(params: Mapping) -> str:
+    """What the linear spectrogram behind the stored log values is (``|X| ** power``)."""
+    if params["kind"] == "logspec":
+        return "PSD"
+    power = params["power"]
+    return {2: "mel power", 1: "mel magnitude"}.get(power, f"mel |X|^{power:g}")
 
 
 def draw_spectrogram(ax, values: np.ndarray, *, params: Mapping, axes, **kwargs):
@@ -91,7 +116,7 @@ def draw_spectrogram(ax, values: np.ndarray, *, params: Mapping, axes, **kwargs)
     """
     import librosa.display
 
-    mel = params["kind"] == "logmel"
+    mel = params["kind"] in MEL_KINDS
     # Mel bands are evenly spaced in mel: drawn against their index and labelled
     # in Hz, they give the picture of y_axis="mel" without that scale's
     # non-affine transform (2.5x slower) or librosa's conversions (numba, 0.25 s).
@@ -194,6 +219,7 @@ def class_examples_figure(store: Store) -> Figure:
     clips = [static_channel(store.clip(int(row))) for row in examples.index]
     vmax = max(float(clip.max()) for clip in clips)
     span = store.params.get("top_db") or 80.0
+    # dB sets show their top_db range; ln sets (logspec, vggish) have none and show all
     vmin = vmax - span if store.params["kind"] == "logmel" else min(c.min() for c in clips)
     for ax, (_, meta), clip in zip(grid.flat, examples.iterrows(), clips, strict=False):
         mesh = draw_spectrogram(
@@ -240,11 +266,12 @@ def power_and_log(store: Store, row: int) -> tuple[np.ndarray, np.ndarray, float
     Returns
     -------
     power : np.ndarray
-        Mel power (``logmel``) or PSD (``logspec``), linear, (n_bins, n_frames).
+        Mel power (``logmel``), mel magnitude (``vggish``: ``|X| ** power``)
+        or PSD (``logspec``), linear, (n_bins, n_frames).
     log : np.ndarray
         What ``librosa.power_to_db(power, ref, amin, top_db)`` gives for
-        ``logmel``, or ``ln(power + amin)`` for ``logspec``: what the store
-        should hold.
+        ``logmel``, or ``ln(power + amin)`` for ``logspec`` and ``vggish``:
+        what the store should hold.
     mismatch : float
         Largest absolute difference between ``log`` and the stored clip.
 
@@ -275,7 +302,7 @@ def power_and_log(store: Store, row: int) -> tuple[np.ndarray, np.ndarray, float
 
 
 def power_vs_db_figure(store: Store, key: int | str | None = None) -> Figure:
-    """The seed question: one clip's mel power on a linear colour scale, and in dB.
+    """The seed question: one clip's mel power on a linear colour scale, and as stored (dB or ln).
 
     Parameters
     ----------
@@ -286,18 +313,19 @@ def power_vs_db_figure(store: Store, key: int | str | None = None) -> Figure:
     row = seed_question_row(store) if key is None else store.row(key)
     meta = store.metadata.iloc[row]
     power, log, mismatch = power_and_log(store, row)
-    mel = store.params["kind"] == "logmel"
+    decibels = store.params["kind"] == "logmel"
     fig = Figure(figsize=(13.5, 5), layout="constrained")
     left, right = fig.subplots(1, 2, sharey=True)
-    what = "mel power" if mel else "PSD"
+    what = linear_label(store.params)
     mesh = draw_spectrogram(left, power, params=store.params, axes=store.axes)
     fig.colorbar(mesh, ax=left, label=f"{what} (linear)")
     left.set_title(f"{what}, linear colour scale")
     mesh = draw_spectrogram(right, log, params=store.params, axes=store.axes)
     fig.colorbar(mesh, ax=right, label=value_label(store.params))
+    kind = store.params["kind"]
+    log_name = {"logmel": "power_to_db", "logspec": "ln(PSD + amin)"}.get(kind, "ln(mel + amin)")
     right.set_title(
-        f"{'power_to_db' if mel else 'ln(PSD + amin)'}, as stored "
-        f"(largest difference {mismatch:.1g}{' dB' if mel else ''})"
+        f"{log_name}, as stored (largest difference {mismatch:.1g}{' dB' if decibels else ''})"
     )
     right.label_outer()
     label = f" ({meta[store.label_column]})" if store.label_column else ""
@@ -305,7 +333,7 @@ def power_vs_db_figure(store: Store, key: int | str | None = None) -> Figure:
         f"{meta['clip_id']}{label}, {store.feature_set}: {describe_params(store.params)}",
         fontsize=11,
     )
-    fig.supxlabel(DB_CAPTION if mel else LN_CAPTION, fontsize=9)
+    fig.supxlabel(DB_CAPTION if decibels else LN_CAPTION, fontsize=9)
     return fig
 
 

@@ -147,9 +147,11 @@ def resolve_feature_set(name: str, feature_sets: dict[str, dict]) -> FeaturePara
     Raises
     ------
     ConfigError
-        If the name is unknown, the preset is unknown, or the parameters
-        contradict each other (the message names the key).
+        If the name is unknown, the preset is unknown, the parameters
+        contradict each other, or any entry of ``feature_sets``, resolved
+        here or not, has the name of a built-in preset (the message names the key).
     """
+    check_feature_set_names(feature_sets)
     if name in feature_sets:
         overrides = dict(feature_sets[name])
         where = f"feature_sets.{name}"
@@ -177,6 +179,22 @@ def resolve_feature_set(name: str, feature_sets: dict[str, dict]) -> FeaturePara
             f"config key '{where}': missing {', '.join(missing)} (or start from a preset)"
         )
     return _checked(FeatureParams.from_dict(_explicit(values)), where)
+
+
+def check_feature_set_names(feature_sets: dict[str, dict]) -> None:
+    """Refuse a ``feature_sets`` entry named after a built-in preset, which it would hide.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first such entry.
+    """
+    for name in feature_sets:
+        if name in PRESETS:
+            raise ConfigError(
+                f"config key 'feature_sets.{name}': {name!r} is the name of a built-in preset; "
+                f"give your feature set another name (for example {name}_custom)"
+            )
 
 
 def _explicit(values: dict) -> dict:

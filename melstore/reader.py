@@ -49,8 +49,8 @@ class Axes:
     Attributes
     ----------
     frequency : np.ndarray
-        Hz of each feature row: mel band centres (``logmel``) or FFT bin
-        frequencies (``logspec``).
+        Hz of each feature row: mel band centres (``logmel``, ``vggish``) or
+        FFT bin frequencies (``logspec``).
     time : np.ndarray
         Seconds of each frame centre. For variable-length stores it covers
         the longest clip; a clip of ``n`` frames uses ``time[:n]``.

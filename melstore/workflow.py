@@ -13,7 +13,7 @@ from melstore.config import validate_config
 from melstore.errors import ConfigError
 from melstore.features import FeatureParams
 from melstore.manifest import Manifest, build_manifest, manifest_from_listing, metadata_csv
-from melstore.presets import resolve_feature_set
+from melstore.presets import check_feature_set_names, resolve_feature_set
 from melstore.shards import assign_shards
 
 # Folders the workflow writes, relative to the working directory.
@@ -63,6 +63,7 @@ class Plan:
                 f"config key 'dataset.layout': {dataset['root']} holds the generated demo, which "
                 f"is in the urbansound8k layout, not {dataset['layout']!r}"
             )
+        check_feature_set_names(config["feature_sets"])  # every entry, listed in features or not
         feature_sets = {
             name: resolve_feature_set(name, config["feature_sets"]) for name in config["features"]
         }

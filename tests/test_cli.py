@@ -8,9 +8,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from conftest import assert_real_image
+from matplotlib.image import imread
 
 import melstore
 from melstore.cli import main
+from melstore.presets import resolve_feature_set
+from melstore.store import FAILURE_COLUMNS, StoreWriter
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +70,45 @@ def test_show_writes_a_real_image_of_the_clip(seed_path, tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["clip.png"]
 
 
+def test_show_takes_a_row_number_for_the_clip_at_that_row(seed_path, tmp_path):
+    with melstore.open(seed_path) as store:
+        clip_id = store.metadata["clip_id"][3]
+    result = run("show", seed_path, "3", "-o", tmp_path / "by_row.png")
+    assert result.exit_code == 0, result.output
+    assert result.output == f"{tmp_path / 'by_row.png'}: {clip_id} (row 3) from {seed_path}\n"
+    assert run("show", seed_path, clip_id, "-o", tmp_path / "by_id.png").exit_code == 0
+    np.testing.assert_array_equal(imread(tmp_path / "by_row.png"), imread(tmp_path / "by_id.png"))
+
+
+@pytest.fixture(scope="module")
+def numbered_path(tmp_path_factory):
+    """A small store whose clip ids are integers, none equal to its row."""
+    path = tmp_path_factory.mktemp("numbered") / "numbered.h5"
+    clip_ids, n_frames = ["10", "0", "1"], 130
+    with StoreWriter(path, n_bins=128, n_frames=n_frames, n_clips=len(clip_ids)) as writer:
+        for row in range(len(clip_ids)):
+            writer.append(np.full((128, n_frames), -10.0 * row, dtype=np.float32))
+        writer.finish(
+            metadata={"clip_id": clip_ids, "n_frames_valid": [n_frames] * len(clip_ids)},
+            failures={c: np.array([], dtype=object) for c in FAILURE_COLUMNS},
+            attrs={"dataset": "numbered", "feature_set": "seed",
+                   "params": resolve_feature_set("seed", {}).to_dict()},
+            axes={"frequency": np.geomspace(40.0, 10000.0, 128),
+                  "time": np.arange(n_frames) * 512 / 22050},
+        )  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize(
+    ("argument", "shown"),
+    [("1", "1"), ("0", "0"), ("10", "10"), ("2", "1 (row 2)"), ("+2", "1 (row 2)")],
+)
+def test_show_takes_a_clip_id_before_a_row_number(numbered_path, tmp_path, argument, shown):
+    result = run("show", numbered_path, argument, "-o", tmp_path / "x.png")
+    assert result.exit_code == 0, result.output
+    assert result.output == f"{tmp_path / 'x.png'}: {shown} from {numbered_path}\n"
+
+
 def test_show_handles_variable_length_stores(variable_build, tmp_path):
     _, store = variable_build
     result = run("show", store, "frog/d.wav", "-o", tmp_path / "d.png")
@@ -78,6 +120,9 @@ def test_show_handles_variable_length_stores(variable_build, tmp_path):
     ("args", "message"),
     [
         (["show", "{store}", "nope", "-o", "{tmp}/x.png"], "has no clip 'nope'"),
+        (["show", "{store}", "3.0", "-o", "{tmp}/x.png"], "has no clip '3.0'"),
+        (["show", "{store}", "48", "-o", "{tmp}/x.png"], "rows run from 0 to 47, got 48"),
+        (["show", "{store}", "-o", "{tmp}/x.png", "--", "-1"], "rows run from 0 to 47, got -1"),
         (["show", "{store}", "100000-0-0-0", "-o", "{tmp}/x.bmpx"], "cannot write a figure"),
         (["info", "{tmp}/missing.h5"], "missing.h5: no such file"),
         (["info", "{tmp}/notes.txt"], "notes.txt: not an HDF5 file"),

@@ -1,6 +1,7 @@
 """Configuration errors: one line that names the key and what is allowed."""
 
 import copy
+import re
 
 import pytest
 from conftest import REPO, run_snakemake
@@ -65,6 +66,11 @@ def test_defaults_are_filled_in_and_every_parameter_is_explicit():
          "'feature_sets.mine.kind': vggish follows VGGish's mel_features: htk true, center false"),
         ({"feature_sets__mine__kind": "mfcc"}, "'feature_sets.mine.kind': 'mfcc' is not allowed; "
                                               "choose one of: logmel, logspec, vggish"),
+        ({"feature_sets__seed": {"preset": "seed", "n_mels": 64}},
+         "config key 'feature_sets.seed': 'seed' is the name of a built-in preset; give your "
+         "feature set another name (for example seed_custom)"),
+        ({"feature_sets__vggish": {"preset": "vggish", "n_mels": 32}},  # not among features
+         "config key 'feature_sets.vggish': 'vggish' is the name of a built-in preset"),
     ],
 )  # fmt: skip
 def test_config_errors_name_the_key(changes, message):
@@ -72,6 +78,33 @@ def test_config_errors_name_the_key(changes, message):
         plan_for(**changes)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_no_feature_set_may_take_a_preset_name_even_when_another_is_resolved(preset):
+    feature_sets = {"mine": {"preset": "seed", "n_mels": 64}, preset: {"preset": "seed"}}
+    with pytest.raises(ConfigError, match=rf"^config key 'feature_sets\.{preset}': '{preset}' is"):
+        resolve_feature_set("mine", feature_sets)
+    with pytest.raises(ConfigError, match=f"'feature_sets.{preset}'"):
+        plan_for(features=["mine"], feature_sets=feature_sets)
+
+
+@pytest.mark.parametrize(
+    ("given", "listed"),
+    [("seed", "seed"), ("seed,logspec", "seed,logspec"), ("seed, mine", "seed,mine")],
+)
+def test_features_given_as_one_string_get_the_command_line_list_syntax(given, listed):
+    from snakemake.cli import parse_config
+
+    with pytest.raises(ConfigError) as err:
+        plan_for(features=parse_config([f"features={given}"])["features"])
+    assert str(err.value) == (
+        f"config key 'features': {given!r} is not a list; "
+        f"on the command line write --config 'features=[{listed}]'"
+    )
+    suggested = re.search(r"--config '(.+)'$", str(err.value)).group(1)
+    plan = plan_for(features=parse_config([suggested])["features"])  # snakemake's own parsing
+    assert list(plan.feature_sets) == listed.split(",")
 
 
 def test_a_feature_set_without_preset_must_give_every_parameter():

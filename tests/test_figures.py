@@ -5,9 +5,11 @@ import itertools
 import librosa
 import numpy as np
 import pytest
+from conftest import tone, write_audio
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import melstore
+from melstore.extract import extract_shard
 from melstore.figures import (
     DB_CAPTION,
     class_examples_figure,
@@ -15,8 +17,10 @@ from melstore.figures import (
     counts_figure,
     power_and_log,
     power_vs_db_figure,
+    value_label,
 )
-from melstore.presets import resolve_feature_set
+from melstore.gather import gather_store
+from melstore.presets import PRESETS, resolve_feature_set
 from melstore.report import class_examples
 from melstore.store import FAILURE_COLUMNS, StoreWriter
 
@@ -26,6 +30,10 @@ FIGURES = {
     "power_vs_db": power_vs_db_figure,
     "counts": counts_figure,
 }
+# What each kind stores (melstore.features): dB of mel power, ln of the PSD, ln of mel + amin.
+UNIT_OF_KIND = {"logmel": "dB re ", "logspec": "ln(PSD + ", "vggish": "ln(mel + "}
+MEL_AXIS_OF_KIND = {"logmel": True, "logspec": False, "vggish": True}
+TONES = {"low/a.wav": 220.0, "low/b.wav": 330.0, "high/c.wav": 2500.0}  # path: pitch in Hz
 
 
 @pytest.fixture(scope="module", params=["seed", "seed64", "logspec"])
@@ -176,3 +184,70 @@ def test_a_changed_source_is_refused_instead_of_drawn(demo_build, tmp_path):
         f["metadata/source_xxh128"][0] = "0" * 32
     with melstore.open(copy) as store, pytest.raises(melstore.MelstoreError, match="changed since"):
         power_and_log(store, 0)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_has_a_colour_bar_label_in_the_unit_it_stores(preset):
+    params = resolve_feature_set(preset, {}).to_dict()
+    label = value_label(params)
+    assert label.startswith(UNIT_OF_KIND[params["kind"]])
+    assert label.removeprefix(UNIT_OF_KIND[params["kind"]]).strip(" )")
+
+
+def test_vggish_values_are_labelled_as_the_log_of_mel_plus_its_offset():
+    assert value_label(PRESETS["vggish"]) == "ln(mel + 0.01)"
+
+
+@pytest.fixture(scope="module")
+def tones_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tones")
+    for i, (path, pitch) in enumerate(TONES.items()):
+        write_audio(root / path, tone(22050, 1.0 + 0.5 * i, freq=pitch, seed=i), 22050)
+    return root
+
+
+@pytest.fixture(scope="module", params=sorted(PRESETS))
+def preset_store(request, tones_root, tmp_path_factory):
+    """A few clips of each built-in preset, extracted and gathered as the workflow's jobs do."""
+    preset, paths = request.param, list(TONES)
+    params = resolve_feature_set(preset, {}).to_dict()
+    work = tmp_path_factory.mktemp(preset)
+    entries = [(path, path, "") for path in paths]
+    extract_shard(entries=entries, root=tones_root, params=params, out_path=work / "shard.h5",
+                  feature_set=preset)  # fmt: skip
+    manifest = {
+        "clip_id": ("object", paths),
+        "path": ("object", paths),
+        "class": ("object", [path.split("/")[0] for path in paths]),
+    }
+    gather_store(manifest=manifest, shard_paths=[work / "shard.h5"], out_path=work / "store.h5",
+                 dataset={"name": "tones", "layout": "folder", "root": str(tones_root),
+                          "metadata": None},
+                 feature_set=preset, params=params)  # fmt: skip
+    with melstore.open(work / "store.h5") as store:
+        yield store
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [lambda store: clip_figure(store, "high/c.wav"), class_examples_figure, power_vs_db_figure],
+    ids=["clip", "classes", "power_vs_db"],
+)
+def test_every_preset_store_is_drawn_readably_in_its_own_unit(preset_store, draw):
+    kind = preset_store.params["kind"]
+    fig = draw(preset_store)
+    colour_bars = [ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert any(label.startswith(UNIT_OF_KIND[kind]) for label in colour_bars)
+    drawn = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+    mel = MEL_AXIS_OF_KIND[kind]
+    assert {ax.get_ylabel() for ax in drawn} - {""} == {
+        "Mel band centre (Hz)" if mel else "Frequency (Hz)"
+    }
+    assert_readable(fig)
+
+
+def test_every_preset_store_is_recomputed_from_its_audio(preset_store):
+    power, _, mismatch = power_and_log(preset_store, 2)
+    assert (power >= 0).all() and mismatch < 1e-3
+    if preset_store.params["kind"] == "vggish":  # ln(mel + 0.01) is at least ln(0.01)
+        assert preset_store.clip(2).min() >= np.log(0.01) - 1e-5
