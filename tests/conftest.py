@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 import yaml
@@ -80,6 +81,21 @@ def merged_config(workdir: Path) -> dict:
     if user.exists():
         update_config(config, yaml.safe_load(user.read_text()))
     return config
+
+
+def make_esc50(root, n=3):
+    """An ESC-50 layout of ``n`` clips (the first shorter than the rest); returns its CSV rows."""
+    rows = []
+    for i in range(n):
+        name = f"{i + 1}-10{i}-A-{i}.wav"
+        write_audio(root / "audio" / name, tone(44100, 5.0 if i else 0.5), 44100)
+        rows.append(
+            dict(filename=name, fold=i % 5 + 1, target=i, category=f"c{i}", esc10=i == 0,
+                 src_file=100 + i, take="A")
+        )  # fmt: skip
+    (root / "meta").mkdir()
+    pd.DataFrame(rows).to_csv(root / "meta/esc50.csv", index=False)
+    return rows
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:

@@ -5,7 +5,7 @@ import shutil
 
 import pandas as pd
 import pytest
-from conftest import tone, write_audio
+from conftest import make_esc50, tone, write_audio
 
 from melstore import demo
 from melstore.errors import ConfigError
@@ -47,20 +47,6 @@ def test_urbansound8k_reports_missing_and_unlisted_files(tmp_path, demo_root):
     assert problems[second.stem] == ""
     assert manifest.unlisted == [extra.relative_to(tmp_path).as_posix()]
     assert extra.stem not in problems
-
-
-def make_esc50(root, n=3):
-    rows = []
-    for i in range(n):
-        name = f"{i + 1}-10{i}-A-{i}.wav"
-        write_audio(root / "audio" / name, tone(44100, 5.0 if i else 0.5), 44100)
-        rows.append(
-            dict(filename=name, fold=i % 5 + 1, target=i, category=f"c{i}", esc10=i == 0,
-                 src_file=100 + i, take="A")
-        )  # fmt: skip
-    (root / "meta").mkdir()
-    pd.DataFrame(rows).to_csv(root / "meta/esc50.csv", index=False)
-    return rows
 
 
 def test_esc50_layout(tmp_path):
