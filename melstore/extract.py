@@ -528,7 +528,9 @@ def rebuild_reason(
 
 
 def _short(value) -> str:
-    return "(none)" if value is None else json.dumps(value)
+    if value is None:
+        return "(none)"
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _names(paths: Sequence[str]) -> str:

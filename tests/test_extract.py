@@ -2,6 +2,7 @@
 
 import multiprocessing
 import os
+import re
 import signal
 import threading
 
@@ -117,3 +118,76 @@ def test_fail_mode_stops_the_workers_at_the_first_bad_file(clips, tmp_path, monk
     # pool thread and prints a traceback under the job's one-line message
     assert multiprocessing.active_children() == []
     assert set(threading.enumerate()) <= threads
+
+
+def last_build(files, **changed):
+    build = {"params": SEED.to_dict(), "versions": {"librosa": "0.11.0"}, "code": "abc"}
+    return extract.LastBuild({**build, **changed}, files)
+
+
+def test_the_rebuild_reason_names_changed_parameters_versions_and_code():
+    now = {"params": {**SEED.to_dict(), "n_mels": 40}, "versions": {"librosa": "1.0.0"},
+           "code": "def"}  # fmt: skip
+    reason = extract.rebuild_reason(last_build({}), now, [], {}, "s.h5")
+    assert reason == (
+        'rebuilding: n_mels: 128 -> 40; librosa: "0.11.0" -> "1.0.0"; extraction code changed'
+    )
+
+
+def test_the_rebuild_reason_names_the_first_files_that_changed_and_counts_the_rest():
+    build = last_build({}).build
+    paths = [f"f{i}.wav" for i in range(6)]
+    old = {path: (path[:-4], "old") for path in paths[:5]}  # f5 is new
+    entries = [(path[:-4], path, "") for path in paths[1:]]  # f0 is gone
+    checksums = {path: "old" if path == "f1.wav" else "new" for path in paths}
+    reason = extract.rebuild_reason(last_build(old), build, entries, checksums, "s.h5")
+    assert reason == (
+        "rebuilding: 3 file(s) changed: f2.wav, f3.wav, f4.wav; 1 file(s) added: f5.wav; "
+        "1 file(s) removed: f0.wav"
+    )
+    many = {f"g{i}.wav": "new" for i in range(5)}
+    old_many = {path: (path, "old") for path in many}
+    entries = [(path, path, "") for path in many]
+    reason = extract.rebuild_reason(last_build(old_many), build, entries, many, "s.h5")
+    assert reason == "rebuilding: 5 file(s) changed: g0.wav, g1.wav, g2.wav and 2 more"
+
+
+def test_a_removed_file_is_named_only_by_the_shard_it_belonged_to():
+    from melstore.shards import shard_key
+
+    build = last_build({}).build
+    ids = [f"clip{i}" for i in range(40)]
+    ours = [clip for clip in ids if shard_key(clip).startswith("0")]
+    gone = ours[0]
+    old = {f"{clip}.wav": (clip, "x") for clip in ids}  # the parent shard held all 40
+    entries = [(clip, f"{clip}.wav", "") for clip in ours[1:]]
+    checksums = {path: "x" for _, path, _ in entries}
+    reason = extract.rebuild_reason(last_build(old), build, entries, checksums, "s0.h5")
+    assert reason == f"rebuilding: 1 file(s) removed: {gone}.wav"
+
+
+def test_a_forced_or_first_build_says_so():
+    build = last_build({}).build
+    entries = [("a", "a.wav", "")]
+    same = extract.rebuild_reason(last_build({"a.wav": ("a", "x")}), build, entries,
+                                  {"a.wav": "x"}, "s.h5")  # fmt: skip
+    assert same == "forced: no file or parameter changed since the last build"
+    assert extract.rebuild_reason(None, build, entries, {}, "s.h5") == (
+        "building 1 files (no earlier build kept)"
+    )
+
+
+def test_progress_reaches_the_terminal_with_the_rate_and_the_time_left(capsys):
+    progress = extract._Progress("seed/s0", total=4, reused=2, every_seconds=0.0)
+    progress.update()
+    progress.update(failed=True)
+    progress.done()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3
+    assert re.fullmatch(
+        r"melstore: seed/s0: 1/4 files computed \(\d+\.\d files/s, \d+ s left\), "
+        r"0 failed, 2 reused unchanged",
+        lines[0],
+    )
+    assert lines[2].startswith("melstore: seed/s0: 2/4 files computed (")
+    assert lines[2].endswith("s left), 1 failed, 2 reused unchanged")

@@ -3,12 +3,14 @@
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import xxhash
 from conftest import REPO, run_snakemake, tone, write_audio
 
@@ -17,6 +19,7 @@ from melstore.shards import PREVIOUS_DIR
 from melstore.store import read_table
 
 N_FILES = 30
+README = (REPO / "README.md").read_text()
 
 
 def make_dataset(root):
@@ -83,8 +86,11 @@ def built(tmp_path):
 def test_parameter_change_reruns_only_that_feature_set(built):
     root, workdir = built
     before, store_a = outputs(workdir), sha256(workdir / "results/inc/a.h5")
-    run_snakemake(workdir, config(root, n_mels_b=20))
+    result = run_snakemake(workdir, config(root, n_mels_b=20))
     after = outputs(workdir)
+    reasons = [line for line in result.stderr.splitlines() if "rebuilding" in line]
+    assert reasons and all(re.fullmatch(r"melstore: b/s\d*: rebuilding: n_mels: 16 -> 20", line)
+                           for line in reasons), reasons  # fmt: skip
     assert rewritten(before, after, "results/inc/shards/a/") == set()
     assert rewritten(before, after, "results/inc/shards/b/") == {
         p for p in after if p.startswith("results/inc/shards/b/")
@@ -102,8 +108,9 @@ def test_adding_a_file_reruns_at_most_two_shards_per_set(built):
     root, workdir = built
     before = outputs(workdir)
     write_audio(root / "class1/new.wav", tone(16000, 0.3, 1, 999), 16000)
-    run_snakemake(workdir, config(root))
+    result = run_snakemake(workdir, config(root))
     after = outputs(workdir)
+    assert "rebuilding: 1 file(s) added: class1/new.wav" in result.stderr
     for name in ("a", "b"):
         shards = rewritten(before, after, f"results/inc/shards/{name}/")
         assert 1 <= len(shards) <= 2
@@ -117,8 +124,9 @@ def test_removing_a_file_removes_its_row_and_reruns_one_shard(built):
     root, workdir = built
     before = outputs(workdir)
     (root / "class0/clip03.wav").unlink()
-    run_snakemake(workdir, config(root))
+    result = run_snakemake(workdir, config(root))
     after = outputs(workdir)
+    assert result.stderr.count("rebuilding: 1 file(s) removed: class0/clip03.wav") == 2
     for name in ("a", "b"):
         shards = rewritten(before, after, f"results/inc/shards/{name}/")
         assert len(shards) == 1
@@ -132,8 +140,9 @@ def test_modifying_a_file_reruns_its_shard_and_updates_its_row(built):
     before = outputs(workdir)
     old = read_table(workdir / "results/inc/a.h5").set_index("path").loc["class2/clip05.wav"]
     write_audio(root / "class2/clip05.wav", tone(16000, 0.2, 2, 1234, 7) * 0.1, 16000)
-    run_snakemake(workdir, config(root))
+    result = run_snakemake(workdir, config(root))
     after = outputs(workdir)
+    assert result.stderr.count("rebuilding: 1 file(s) changed: class2/clip05.wav") == 2
     new = read_table(workdir / "results/inc/a.h5").set_index("path").loc["class2/clip05.wav"]
     shards = rewritten(before, after, "results/inc/shards/a/")
     assert len(shards) == 1
@@ -248,3 +257,50 @@ def test_a_rewrite_with_an_older_mtime_still_reruns_its_shard(built):
     assert len(rewritten(before, after, "results/inc/shards/a/")) == 1
     row = read_table(workdir / "results/inc/a.h5").set_index("path").loc["class1/clip04.wav"]
     assert row["source_xxh128"] == xxh128(target)
+
+
+def readme_recompute_commands():
+    """The README's commands that force a recompute, as argument lists after `snakemake`."""
+    lines = re.findall(r"^\.venv/bin/snakemake (.*--forcerun extract.*)$", README, re.M)
+    return {comment.strip(): shlex.split(command) for command, comment in (
+        line.split("#", 1) for line in lines
+    )}  # fmt: skip
+
+
+def rewrite_keeping_size_and_mtime(path):
+    """Other audio in ``path``, with its size and modification time as before."""
+    before = path.stat()
+    samples, sr = sf.read(path, dtype="float32")
+    sf.write(path, samples[::-1] * 0.5, sr, subtype="PCM_16")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size
+
+
+def test_the_readmes_recompute_commands_rebuild_a_same_size_same_mtime_rewrite(built):
+    root, workdir = built
+    commands = readme_recompute_commands()
+    assert set(commands) == {"every set", "one set"}
+    rewrite_keeping_size_and_mtime(root / "class2/clip05.wav")
+    assert "Nothing to be done" in run_snakemake(workdir, config(root)).stderr  # invisible
+    stores = {name: workdir / f"results/inc/{name}.h5" for name in ("a", "b")}
+    assert [verify(store).returncode for store in stores.values()] == [1, 1]
+
+    def run_readme(arguments):
+        # the README's words, with this test's Snakefile, directory and feature set names
+        arguments = ["features=[a]" if a == "features=[seed]" else a for a in arguments]
+        command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *arguments]
+        result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stderr
+
+    output = run_readme(commands["one set"])
+    assert "melstore: a/s" in output and "melstore: b/s" not in output
+    assert "rebuilding: 1 file(s) changed: class2/clip05.wav" in output
+    assert [verify(store).returncode for store in stores.values()] == [0, 1]
+    output = run_readme(commands["every set"])
+    assert [verify(store).returncode for store in stores.values()] == [0, 0]
+    # no clip is reused from the rewritten file: each set equals a clean build
+    clean = workdir.parent / "clean"
+    run_snakemake(clean, config(root))
+    for name, store in stores.items():
+        assert sha256(store) == sha256(clean / f"results/inc/{name}.h5")
