@@ -130,7 +130,7 @@ def test_the_rebuild_reason_names_changed_parameters_versions_and_code():
            "code": "def"}  # fmt: skip
     reason = extract.rebuild_reason(last_build({}), now, [], {}, "s.h5")
     assert reason == (
-        'rebuilding: n_mels: 128 -> 40; librosa: "0.11.0" -> "1.0.0"; extraction code changed'
+        "rebuilding: n_mels: 128 -> 40; librosa: 0.11.0 -> 1.0.0; extraction code changed"
     )
 
 
