@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -96,3 +97,43 @@ def test_a_second_run_on_the_same_directory_is_refused_by_the_lock(tmp_path):
         first.wait()
     assert second.returncode != 0
     assert "Directory cannot be locked" in second.stdout + second.stderr
+
+
+def test_ctrl_c_gives_one_line_per_interrupted_job_and_the_rerun_resumes(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root)
+    workdir = tmp_path / "work"
+    two_sets = {**config(root), "features": ["seed", "logspec"], "shard_size": 1000}
+    run_snakemake(workdir, two_sets, "-n")  # writes my.yaml
+    process = subprocess.Popen(
+        snakemake_command(workdir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    logs = workdir / "logs/crash/extract"
+    while not any("files" in log.read_text() for log in logs.rglob("*.log")):
+        assert time.monotonic() < deadline and process.poll() is None, "no extraction started"
+        time.sleep(0.1)
+    time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+    output = process.communicate(timeout=120)[0]
+
+    assert process.returncode != 0
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
+    interrupted = [line for line in output.splitlines() if "interrupted" in line]
+    assert interrupted, output[-3000:]
+    for line in interrupted:
+        assert re.fullmatch(
+            r"melstore: extract (seed|logspec)/s interrupted; run the same command again to "
+            r"resume",
+            line,
+        )
+    run_snakemake(workdir, two_sets)
+    clean = tmp_path / "clean"
+    run_snakemake(clean, two_sets)
+    for name in ("seed", "logspec"):
+        store = f"results/crash/{name}.h5"
+        assert sha256(workdir / store) == sha256(clean / store)
