@@ -24,7 +24,6 @@ from melstore.features import FeatureExtractor, FeatureParams, Frontend
 from melstore.files import atomic_path
 from melstore.presets import MEL_KINDS
 from melstore.reader import Store
-from melstore.report import class_examples, seed_question_row
 
 CMAP = "magma"
 # mel axes mark the top 5 octaves in range, as librosa's "mel" axis does (512 ... 8192 Hz)
@@ -366,18 +365,41 @@ def counts_figure(store: Store) -> Figure:
     return fig
 
 
-def save_figure(
-    fig: Figure, path: str | Path, *, dpi: int = 110, metadata: dict | None = None
-) -> None:
-    """Write a figure atomically, in the format named by the file's extension.
-
-    ``metadata`` goes into the file as matplotlib's ``savefig`` stores it
-    (text chunks of a PNG).
-    """
+def save_figure(fig: Figure, path: str | Path, *, dpi: int = 110) -> None:
+    """Write a figure atomically, in the format named by the file's extension."""
     path = Path(path)
     kind = path.suffix.lstrip(".").lower()
     with atomic_path(path) as tmp:
         try:
-            fig.savefig(tmp, format=kind, dpi=dpi, **({"metadata": metadata} if metadata else {}))
+            fig.savefig(tmp, format=kind, dpi=dpi)
         except ValueError as err:
             raise MelstoreError(f"{path}: cannot write a figure as {kind!r}: {err}") from None
+
+
+def class_examples(store: Store) -> pd.DataFrame:
+    """The metadata of :func:`class_example_rows`; the index is the feature row."""
+    return store.metadata.iloc[class_example_rows(store)]
+
+
+def class_example_rows(store: Store) -> np.ndarray:
+    """One example row per class, sorted by class: its longest clip (the first of those).
+
+    Without a class column, the longest clip overall.
+    """
+    columns = store.metadata_columns
+    frames = columns["n_frames_valid"].astype(np.int64)
+    label = store.label_column
+    classes = (
+        np.unique(columns[label], return_inverse=True)[1].reshape(-1)
+        if label
+        else np.zeros(len(frames), dtype=np.int64)
+    )
+    order = np.lexsort((-frames, classes))  # stable: store order among the longest
+    first_of_class = np.ones(len(order), dtype=bool)
+    first_of_class[1:] = classes[order][1:] != classes[order][:-1]
+    return order[first_of_class]
+
+
+def seed_question_row(store: Store) -> int:
+    """The clip the seed-question figure shows by default: the longest, first in store order."""
+    return int(np.argmax(store.metadata_columns["n_frames_valid"]))

@@ -18,14 +18,8 @@ import importlib.util
 EXTRACT_MODULES = ("melstore.audio", "melstore.features", "melstore.extract", "melstore.store")
 # Modules whose code decides how shards become the final store.
 GATHER_MODULES = ("melstore.gather", "melstore.manifest", "melstore.store")
-# Modules whose code draws the report figures and tables of a store (from its shards).
-REPORT_MODULES = (
-    "melstore.report",
-    "melstore.figures",
-    "melstore.reader",
-    "melstore.gather",
-    "melstore.store",
-)
+# Modules whose code draws the report figures and tables of a store.
+REPORT_MODULES = ("melstore.report", "melstore.figures", "melstore.reader", "melstore.store")
 
 
 def code_fingerprint(modules: tuple[str, ...]) -> str:

@@ -16,12 +16,15 @@ import h5py
 import numpy as np
 
 from melstore.errors import MelstoreError
-from melstore.extract import COMPUTED_COLUMNS, axes, columns_of, computed_table
 from melstore.features import FeatureParams
 from melstore.store import (
+    COMPUTED_COLUMNS,
     FAILURE_COLUMNS,
     OpenStores,
     StoreWriter,
+    axes,
+    columns_of,
+    computed_table,
     open_store,
     read_columns,
 )

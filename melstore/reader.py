@@ -6,8 +6,7 @@ demand); its tables are read when first used. It reads both feature layouts:
 length, ``duration: null``), where clips lie end to end along the last axis.
 Stores built with ``deltas: true`` carry a channel axis before the bins.
 
-pandas is imported only when a table is first used as a DataFrame: the
-report's rerun, which often has nothing to draw, reads numpy columns only.
+pandas is imported only when a table is first used as a DataFrame.
 """
 
 from __future__ import annotations
@@ -24,9 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from melstore.errors import MelstoreError
-from melstore.features import FeatureParams
-from melstore.gather import plan_gather, read_clip, store_attrs
-from melstore.store import OpenStores, as_frame, clip_locations, open_store, read_columns
+from melstore.store import as_frame, open_store, read_columns
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -455,67 +452,6 @@ class Store:
         folds = pd.Series(0, index=table.index, name=f"{FOLD_COLUMN} (fallback)")
         folds[order.index] = np.arange(len(order)) % n_splits + 1
         return folds
-
-
-class ShardedStore(Store):
-    """The store a gather is about to write, read from its shards.
-
-    It holds the same tables, axes and clips as the store :func:`gather_store`
-    writes from the same arguments, so the report can draw them while the
-    gather copies the features, instead of after it. Read clips with
-    :meth:`clip`; :attr:`features` (the whole dataset) exists only once gathered.
-
-    Parameters
-    ----------
-    manifest : mapping
-        The manifest's store columns (:meth:`Manifest.store_columns`).
-    shard_paths : sequence of str or Path
-        Every shard of the feature set.
-    dataset : dict
-        The config's dataset section.
-    feature_set : str
-        The feature set's name.
-    params : dict
-        Its parameters.
-    """
-
-    def __init__(self, *, manifest, shard_paths, dataset: dict, feature_set: str, params: dict):
-        p = FeatureParams.from_dict(params)
-        self._gathering = plan_gather(manifest, shard_paths)
-        self._shards = OpenStores()
-        self.path = Path(shard_paths[0]).parent
-        self.attrs = {
-            **store_attrs(dataset, feature_set, params=p, versions=self._gathering.versions),
-            "features_layout": "fixed" if p.n_frames else "concatenated",
-            "n_clips": len(self._gathering.sources),
-        }
-        self.params = p.to_dict()
-        self.versions = self._gathering.versions
-        store_axes = self._gathering.axes(p)
-        self.axes = Axes(frequency=store_axes["frequency"], time=store_axes["time"])
-        self.frontend = self._gathering.frontend
-        located = {} if p.n_frames else clip_locations(self._gathering.frame_counts())
-        self.metadata_columns = {**self._gathering.metadata, **located}
-        self.failure_columns = self._gathering.failures
-
-    def __repr__(self) -> str:
-        return f"<melstore.ShardedStore {self.path}: {len(self)} clips, not gathered yet>"
-
-    def close(self) -> None:
-        """Close the shard files."""
-        self._shards.close()
-
-    @property
-    def features(self):
-        raise MelstoreError(f"{self.path}: not gathered yet; read clips one at a time with clip()")
-
-    def clip(self, key: int | str) -> np.ndarray:
-        """The features of one clip, by store row or clip id, from its shard."""
-        shard_path, shard_row = self._gathering.sources[self.row(key)]
-        features = self._shards.features(shard_path)
-        if self.fixed_length:
-            return features[shard_row]
-        return read_clip(features, shard_row, self._gathering.computed[shard_path])
 
 
 def _plain(value):

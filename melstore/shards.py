@@ -13,10 +13,7 @@ assignment of every other clip, and so every other shard job, is untouched.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
-from contextlib import suppress
-from pathlib import Path
 
 KEY_BITS = 64
 
@@ -62,67 +59,3 @@ def _split(keyed: list[tuple[str, int]], depth: int, shard_size: int, out: dict)
     split_at = next((i for i, (key, _) in enumerate(keyed) if key[depth] == "1"), len(keyed))
     _split(keyed[:split_at], depth + 1, shard_size, out)
     _split(keyed[split_at:], depth + 1, shard_size, out)
-
-
-# Beside a feature set's shard files: a hard link to each one's last build, for
-# its next build to reuse (Snakemake deletes a job's output before it reruns).
-PREVIOUS_DIR = ".previous"
-
-
-def previous_build(shard_file: str | Path) -> Path:
-    """Where the last build of ``shard_file`` is kept for its next build."""
-    path = Path(shard_file)
-    return path.parent / PREVIOUS_DIR / path.name
-
-
-def keep_previous_build(shard_file: str | Path) -> None:
-    """Hard-link a finished shard file to :func:`previous_build`, replacing the older link.
-
-    A link, not a copy: it costs no time and, while the shard exists, no space
-    (a copy of a 10,000-clip shard costs 0.3 s on every rerun). Where the
-    filesystem has no hard links, nothing is kept and a rerun recomputes.
-    """
-    kept = previous_build(shard_file)
-    with suppress(OSError):
-        kept.parent.mkdir(exist_ok=True)
-        # unlink, then link: ext4 flushes a file renamed over another (0.2-1 s
-        # here), and a rerun missing this link only recomputes
-        kept.unlink(missing_ok=True)
-        os.link(shard_file, kept)
-
-
-def shard_files(shard_file: str | Path) -> list[Path]:
-    """Existing shard files of the same feature set, and kept previous builds.
-
-    ``shard_file``'s own previous build comes first; a file reachable under
-    both names (a shard and its link) is listed once.
-    """
-    path = Path(shard_file)
-    found = sorted(
-        [*path.parent.glob("s*.h5"), *(path.parent / PREVIOUS_DIR).glob("s*.h5")],
-        key=lambda other: (other.name != path.name, other.name, other.parent.name == PREVIOUS_DIR),
-    )
-    files, inodes = [], set()
-    for other in found:
-        with suppress(OSError):  # vanished meanwhile
-            stat = other.stat()
-            inode = (stat.st_dev, stat.st_ino)
-            if inode not in inodes:
-                inodes.add(inode)
-                files.append(other)
-    return files
-
-
-def related_shard_files(shard_file: str | Path) -> list[Path]:
-    """Existing shard files on the same trie path as ``shard_file``.
-
-    That is the file itself (its previous build), the shards it was split from
-    (its prefixes) and the shards it was merged from (names it prefixes): the
-    only earlier files that can hold its clips.
-    """
-    stem = Path(shard_file).stem
-    return [
-        other
-        for other in shard_files(shard_file)
-        if stem.startswith(other.stem) or other.stem.startswith(stem)
-    ]

@@ -49,8 +49,10 @@ import numpy as np
 from melstore.errors import MelstoreError
 from melstore.files import remove_stale_siblings, temporary_sibling
 
-if TYPE_CHECKING:  # pandas costs 0.2 s to import; extraction jobs write without it
+if TYPE_CHECKING:  # extraction jobs write without pandas; readers need no feature code
     import pandas as pd
+
+    from melstore.features import FeatureParams
 
 Table = Mapping[str, np.ndarray]  # column name -> values, e.g. a DataFrame or a dict
 
@@ -369,3 +371,47 @@ class OpenStores:
         for handle, _ in self.files.values():
             handle.close()
         self.files.clear()
+
+
+# Columns a shard computes for each clip, in store order, with their dtypes
+# (explicit, so that a shard whose every file failed has the same types).
+COMPUTED_COLUMNS = {
+    "native_sr": "int64",
+    "native_channels": "int64",
+    "native_format": "str",
+    "native_subtype": "str",
+    "native_duration": "float64",
+    "n_samples_valid": "int64",
+    "n_frames_valid": "int64",
+    "peak_db": "float64",
+    "source_xxh128": "str",
+}
+# A shard's metadata: the clip, then its computed columns.
+SHARD_COLUMNS = {"clip_id": "str", "path": "str", **COMPUTED_COLUMNS}
+
+
+def computed_table(records: Sequence[tuple]) -> dict[str, np.ndarray]:
+    """Rows of a shard's metadata (:data:`SHARD_COLUMNS`) as typed columns."""
+    dtypes = SHARD_COLUMNS
+    return {
+        name: np.asarray(values, dtype=object if dtype == "str" else dtype)
+        for (name, dtype), values in zip(
+            dtypes.items(), columns_of(records, len(dtypes)), strict=True
+        )
+    }
+
+
+def columns_of(records: Sequence[tuple], width: int) -> list[list]:
+    """Records of ``width`` fields as ``width`` lists (empty ones when there are no records)."""
+    return [list(column) for column in zip(*records, strict=True)] or [[] for _ in range(width)]
+
+
+def axes(
+    frequencies: np.ndarray, *, params: FeatureParams, frame_counts: Sequence[int]
+) -> dict[str, np.ndarray]:
+    """The axis datasets of a shard or store: row frequencies and frame-centre times.
+
+    The time axis spans a fixed-length clip, or the longest of variable-length ones.
+    """
+    n_frames = params.n_frames or max(frame_counts, default=0)
+    return {"frequency": frequencies, "time": params.frame_times(n_frames)}

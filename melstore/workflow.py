@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,20 +145,3 @@ def check_root_is_apart(root: str | Path) -> None:
                 f"config key 'dataset.root': {root} overlaps the workflow's output folder "
                 f"{folder}; keep the dataset outside the working directory's {name}/"
             )
-
-
-def stop_rescheduling_timers() -> None:
-    """Cancel the scheduler's pending wake-up timers once a run is over.
-
-    Snakemake 9 re-runs its scheduling loop through a non-daemon
-    :class:`threading.Timer` of the ``--max-jobs-per-timespan`` span, and the
-    interpreter waits for the last one before it exits: every run ended a
-    whole second late. The span cannot be shorter than 1 s, because "100ms"
-    parses as 100 minutes. Called from ``onsuccess``/``onerror``, when no job
-    is left to schedule.
-    """
-    for thread in threading.enumerate():
-        if isinstance(thread, threading.Timer) and "_schedule_reevalutation" in getattr(
-            thread.function, "__qualname__", ""
-        ):
-            thread.cancel()

@@ -4,7 +4,7 @@ from melstore.jobs import snakemake_job
 
 with snakemake_job(snakemake):
     from melstore.extract import extract_shard
-    from melstore.shards import keep_previous_build, related_shard_files, shard_files
+    from melstore.reuse import keep_previous_build, related_shard_files
 
     extract_shard(
         entries=snakemake.params.entries,
@@ -17,7 +17,8 @@ with snakemake_job(snakemake):
         on_error=snakemake.config["on_error"],
         processes=snakemake.threads,
         code=snakemake.params.code,
-        reusable=related_shard_files(snakemake.output[0]),
-        siblings=shard_files(snakemake.output[0]),
+        previous=(
+            related_shard_files(snakemake.output[0]) if snakemake.config["reuse_clips"] else ()
+        ),
     )
     keep_previous_build(snakemake.output[0])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import tone, write_audio
 
-from melstore import extract
+from melstore import extract, reuse
 from melstore.errors import AudioError, MelstoreError
 from melstore.presets import resolve_feature_set
 
@@ -34,7 +34,7 @@ def clips(tmp_path_factory):
     return root, entries
 
 
-def shard(root, entries, out, *, processes=1, params=SEED, siblings=()):
+def shard(root, entries, out, *, processes=1, params=SEED):
     extract.extract_shard(
         entries=entries,
         root=root,
@@ -42,7 +42,6 @@ def shard(root, entries, out, *, processes=1, params=SEED, siblings=()):
         out_path=out,
         feature_set="seed",
         processes=processes,
-        siblings=siblings,
     )
     with h5py.File(out, "r") as f:
         return f["features"][()], [x.decode() for x in f["metadata/clip_id"][()]]
@@ -50,8 +49,7 @@ def shard(root, entries, out, *, processes=1, params=SEED, siblings=()):
 
 @pytest.mark.parametrize("chunksize", [1, 4])
 def test_workers_hand_back_every_clip_in_order(clips, tmp_path, monkeypatch, chunksize):
-    # chunksize 1 gives a ring of 4 slots for 40 clips: workers wait for their slot
-    monkeypatch.setattr(extract, "_CHUNKSIZE", chunksize)
+    monkeypatch.setattr(extract, "CHUNKSIZE", chunksize)
     root, entries = clips
     serial, serial_ids = shard(root, entries, tmp_path / "serial.h5", processes=1)
     pooled, pooled_ids = shard(root, entries, tmp_path / "pooled.h5", processes=2)
@@ -60,24 +58,6 @@ def test_workers_hand_back_every_clip_in_order(clips, tmp_path, monkeypatch, chu
     # each row is its own clip: pitches rise with the row, so the loudest band does too
     loudest_band = serial.max(axis=2).argmax(axis=1)
     assert (np.diff(loudest_band) >= 0).all() and loudest_band[-1] > loudest_band[0]
-
-
-def test_the_front_end_comes_from_a_shard_built_alike(clips, tmp_path, monkeypatch):
-    root, entries = clips
-    first = tmp_path / "s0.h5"
-    shard(root, entries[:5], first)
-
-    def no_librosa(cls, params):
-        raise AssertionError("built the front end again")
-
-    monkeypatch.setattr(extract.Frontend, "build", classmethod(no_librosa))
-    shard(root, entries[5:10], tmp_path / "s1.h5", siblings=[first])
-    with h5py.File(first, "r") as a, h5py.File(tmp_path / "s1.h5", "r") as b:
-        for name in ("window", "filterbank", "frequencies"):
-            np.testing.assert_array_equal(a[f"frontend/{name}"][()], b[f"frontend/{name}"][()])
-    other = resolve_feature_set("seed64", {"seed64": {"preset": "seed", "n_mels": 64}})
-    with pytest.raises(AssertionError, match="built the front end again"):
-        shard(root, entries[5:10], tmp_path / "s2.h5", params=other, siblings=[first])
 
 
 def test_a_worker_that_dies_ends_the_job_with_a_one_line_error(clips, tmp_path, monkeypatch):
@@ -106,7 +86,7 @@ def test_a_worker_that_dies_ends_the_job_with_a_one_line_error(clips, tmp_path, 
 
 
 def test_fail_mode_stops_the_workers_at_the_first_bad_file(clips, tmp_path, monkeypatch):
-    monkeypatch.setattr(extract, "_CHUNKSIZE", 1)  # 4 slots: workers wait for the parent
+    monkeypatch.setattr(extract, "CHUNKSIZE", 1)  # many files still queued at the error
     root, entries = clips
     threads = set(threading.enumerate())
     with pytest.raises(AudioError, match="c17.wav"):
@@ -122,13 +102,13 @@ def test_fail_mode_stops_the_workers_at_the_first_bad_file(clips, tmp_path, monk
 
 def last_build(files, **changed):
     build = {"params": SEED.to_dict(), "versions": {"librosa": "0.11.0"}, "code": "abc"}
-    return extract.LastBuild({**build, **changed}, files)
+    return reuse.LastBuild({**build, **changed}, files)
 
 
 def test_the_rebuild_reason_names_changed_parameters_versions_and_code():
     now = {"params": {**SEED.to_dict(), "n_mels": 40}, "versions": {"librosa": "1.0.0"},
            "code": "def"}  # fmt: skip
-    reason = extract.rebuild_reason(last_build({}), now, [], {}, "s.h5")
+    reason = reuse.rebuild_reason(last_build({}), now, [], {}, "s.h5")
     assert reason == (
         "rebuilding: n_mels: 128 -> 40; librosa: 0.11.0 -> 1.0.0; extraction code changed"
     )
@@ -140,7 +120,7 @@ def test_the_rebuild_reason_names_the_first_files_that_changed_and_counts_the_re
     old = {path: (path[:-4], "old") for path in paths[:5]}  # f5 is new
     entries = [(path[:-4], path, "") for path in paths[1:]]  # f0 is gone
     checksums = {path: "old" if path == "f1.wav" else "new" for path in paths}
-    reason = extract.rebuild_reason(last_build(old), build, entries, checksums, "s.h5")
+    reason = reuse.rebuild_reason(last_build(old), build, entries, checksums, "s.h5")
     assert reason == (
         "rebuilding: 3 file(s) changed: f2.wav, f3.wav, f4.wav; 1 file(s) added: f5.wav; "
         "1 file(s) removed: f0.wav"
@@ -148,7 +128,7 @@ def test_the_rebuild_reason_names_the_first_files_that_changed_and_counts_the_re
     many = {f"g{i}.wav": "new" for i in range(5)}
     old_many = {path: (path, "old") for path in many}
     entries = [(path, path, "") for path in many]
-    reason = extract.rebuild_reason(last_build(old_many), build, entries, many, "s.h5")
+    reason = reuse.rebuild_reason(last_build(old_many), build, entries, many, "s.h5")
     assert reason == "rebuilding: 5 file(s) changed: g0.wav, g1.wav, g2.wav and 2 more"
 
 
@@ -162,23 +142,23 @@ def test_a_removed_file_is_named_only_by_the_shard_it_belonged_to():
     old = {f"{clip}.wav": (clip, "x") for clip in ids}  # the parent shard held all 40
     entries = [(clip, f"{clip}.wav", "") for clip in ours[1:]]
     checksums = {path: "x" for _, path, _ in entries}
-    reason = extract.rebuild_reason(last_build(old), build, entries, checksums, "s0.h5")
+    reason = reuse.rebuild_reason(last_build(old), build, entries, checksums, "s0.h5")
     assert reason == f"rebuilding: 1 file(s) removed: {gone}.wav"
 
 
 def test_a_forced_or_first_build_says_so():
     build = last_build({}).build
     entries = [("a", "a.wav", "")]
-    same = extract.rebuild_reason(last_build({"a.wav": ("a", "x")}), build, entries,
+    same = reuse.rebuild_reason(last_build({"a.wav": ("a", "x")}), build, entries,
                                   {"a.wav": "x"}, "s.h5")  # fmt: skip
     assert same == "forced: no file or parameter changed since the last build"
-    assert extract.rebuild_reason(None, build, entries, {}, "s.h5") == (
+    assert reuse.rebuild_reason(None, build, entries, {}, "s.h5") == (
         "building 1 files (no earlier build kept)"
     )
 
 
 def test_progress_reaches_the_terminal_with_the_rate_and_the_time_left(capsys):
-    progress = extract._Progress("seed/s0", total=4, reused=2, every_seconds=0.0)
+    progress = extract.Progress("seed/s0", total=4, reused=2, every_seconds=0.0)
     progress.update()
     progress.update(failed=True)
     progress.done()

@@ -12,6 +12,7 @@ import melstore
 from melstore.extract import extract_shard
 from melstore.figures import (
     DB_CAPTION,
+    class_examples,
     class_examples_figure,
     clip_figure,
     counts_figure,
@@ -21,7 +22,6 @@ from melstore.figures import (
 )
 from melstore.gather import gather_store
 from melstore.presets import PRESETS, resolve_feature_set
-from melstore.report import class_examples
 from melstore.store import FAILURE_COLUMNS, StoreWriter
 
 FIGURES = {

@@ -15,7 +15,7 @@ import xxhash
 from conftest import REPO, run_snakemake, tone, write_audio
 
 from melstore.fingerprint import code_fingerprint
-from melstore.shards import PREVIOUS_DIR
+from melstore.reuse import PREVIOUS_DIR
 from melstore.store import read_table
 
 N_FILES = 30

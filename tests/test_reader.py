@@ -1,19 +1,15 @@
 """The Python API, melstore.open(), on stores built by the real workflow."""
 
-import glob
 import shutil
 
 import h5py
 import numpy as np
-import pandas as pd
 import pytest
-from conftest import REPO, VARIABLE_CLIPS, merged_config, run_python
+from conftest import VARIABLE_CLIPS, run_python
 
 import melstore
 from melstore import demo
-from melstore.reader import ShardedStore
 from melstore.store import read_table
-from melstore.workflow import Plan
 
 
 @pytest.fixture(scope="module")
@@ -192,39 +188,3 @@ def test_to_torch_dataset_feeds_a_dataloader_with_workers(seed):
     batches = list(loader)
     assert [len(targets) for _, targets in batches] == [12, 12, 12]
     np.testing.assert_array_equal(batches[0][0].numpy(), seed.read(train[:12]))
-
-
-@pytest.mark.parametrize("build", ["demo_build", "variable_build"])
-def test_a_sharded_store_reads_exactly_what_the_gather_writes(build, request, monkeypatch):
-    # fixed-length clips, and variable-length ones with a failed file
-    workdir = request.getfixturevalue(build)[0]
-    monkeypatch.chdir(workdir)  # the demo's dataset root is relative, as in the jobs
-    plan = Plan.from_config(
-        merged_config(workdir),
-        schema_path=REPO / "workflow/schemas/config.schema.yaml",
-    )
-    for name, params in plan.feature_sets.items():
-        store_path = f"results/{plan.dataset}/{name}.h5"
-        sharded = ShardedStore(
-            manifest=plan.manifest.store_columns(),
-            shard_paths=sorted(glob.glob(f"results/{plan.dataset}/shards/{name}/*.h5")),
-            dataset=plan.config["dataset"],
-            feature_set=name,
-            params=params.to_dict(),
-        )
-        with sharded, melstore.open(store_path) as store:
-            pd.testing.assert_frame_equal(sharded.metadata, store.metadata)
-            pd.testing.assert_frame_equal(sharded.failures, store.failures)
-            assert len(sharded) == len(store) and sharded.params == store.params
-            assert {k: sharded.attrs[k] for k in ("dataset", "dataset_root", "feature_set")} == {
-                k: store.attrs[k] for k in ("dataset", "dataset_root", "feature_set")
-            }
-            assert sharded.fixed_length == store.fixed_length
-            np.testing.assert_array_equal(sharded.axes.time, store.axes.time)
-            np.testing.assert_array_equal(sharded.axes.frequency, store.axes.frequency)
-            for array in store.frontend:
-                np.testing.assert_array_equal(sharded.frontend[array], store.frontend[array])
-            for row in range(len(store)):
-                np.testing.assert_array_equal(sharded.clip(row), store.clip(row))
-            with pytest.raises(melstore.MelstoreError, match="not gathered yet"):
-                sharded.features  # noqa: B018  (the property raises)

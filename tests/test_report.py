@@ -5,20 +5,9 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
-import h5py
 import pytest
-from conftest import REPO, assert_real_image
-
-import melstore
-from melstore.report import (
-    class_examples,
-    digest_in,
-    seed_question_row,
-    shown_digest,
-    write_report,
-)
+from conftest import REPO, assert_real_image, merged_config, run_snakemake
 
 FEATURE_SETS = ("seed", "logspec", "seed64")
 FIGURES = ("classes.png", "power_vs_db.png", "counts.png")
@@ -94,58 +83,15 @@ def test_extraction_logs_progress_and_the_gather_prints_one_line_per_store(
     )
 
 
-def test_a_file_is_remade_only_when_what_it_shows_changes(demo_build, tmp_path, monkeypatch):
-    monkeypatch.chdir(demo_build[0])  # the demo's dataset root is relative, as in the job
-    store = tmp_path / "seed.h5"
-    shutil.copy("results/demo/seed.h5", store)
-    outputs = {
-        **{name: tmp_path / f"{name}.png" for name in ("classes", "power_vs_db", "counts")},
-        "counts_table": tmp_path / "counts.html",
-        "failures": tmp_path / "failures.html",
-    }
-
-    def remade_by_write_report():
-        before = {name: path.stat().st_mtime_ns for name, path in outputs.items()}
-        time.sleep(0.01)
-        write_report(store, **outputs, processes=2)
-        return {name for name, path in outputs.items() if path.stat().st_mtime_ns != before[name]}
-
-    write_report(store, **outputs, processes=2)
-    for path in outputs.values():
-        assert digest_in(path) is not None
-    with melstore.open(store) as opened:
-        example = int(class_examples(opened).index[0])
-        assert example != seed_question_row(opened)
-        shown = {example, seed_question_row(opened), *class_examples(opened).index}
-        other = next(row for row in range(len(opened)) if row not in shown)
-    with h5py.File(store, "r+") as f:  # one example of the class grid, and nothing else
-        f["features"][example] = f["features"][example] - 1.0
-    outputs["counts"].write_bytes(b"not a png")  # a file without a digest is made again
-    assert remade_by_write_report() == {"classes", "counts"}
-    assert_real_image(outputs["counts"], min_colours=40)
-    with melstore.open(store) as opened:  # the redrawn grid carries the new digest
-        assert digest_in(outputs["classes"]) == shown_digest("classes", opened)
-    with h5py.File(store, "r+") as f:  # a clip no figure draws moves to another fold
-        f["metadata/fold"][other] = f["metadata/fold"][other] % 5 + 1
-    assert remade_by_write_report() == {"counts", "counts_table"}
-    assert remade_by_write_report() == set()
-
-
-def test_a_report_with_nothing_to_remake_imports_neither_pandas_nor_matplotlib(
-    demo_build, tmp_path
-):
-    outputs = {name: str(tmp_path / f"{name}{suffix}") for name, suffix in
-               [("classes", ".png"), ("power_vs_db", ".png"), ("counts", ".png"),
-                ("counts_table", ".html"), ("failures", ".html")]}  # fmt: skip
-    check = (
-        "import sys; from melstore.report import write_report; "
-        f"write_report('results/demo/seed.h5', **{outputs!r}, processes=2); "
-        "print(sorted({'pandas', 'matplotlib'} & set(sys.modules)))"
+def test_the_report_is_drawn_again_from_the_store_when_the_store_changes(demo_build, tmp_path):
+    workdir, _ = demo_build
+    config = merged_config(workdir)
+    copy = tmp_path / "work"
+    shutil.copytree(workdir, copy, symlinks=True)
+    figures = copy / "results/demo/report/seed"
+    before = {p.name: p.stat().st_mtime_ns for p in figures.iterdir()}
+    result = run_snakemake(copy, config, "--forcerun", "gather")
+    assert {p.name for p in figures.iterdir() if p.stat().st_mtime_ns != before[p.name]} == set(
+        before
     )
-    runs = [
-        subprocess.run(
-            [sys.executable, "-c", check], cwd=demo_build[0], capture_output=True, text=True
-        ).stdout
-        for _ in range(2)
-    ]
-    assert runs == ["['matplotlib', 'pandas']\n", "[]\n"]
+    assert "rule report" in result.stdout + result.stderr

@@ -3,9 +3,6 @@
 import hashlib
 import json
 import shutil
-import threading
-import time
-from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -196,26 +193,3 @@ def test_switching_to_on_error_fail_refuses_the_store_without_recomputing(folder
     assert "melstore: cat/broken.wav: not decodable audio" in result.stderr
     assert {p: p.stat().st_mtime_ns for p in shards} == shards
     assert not (workdir / "results/pets/seed.h5").exists()
-
-
-def test_snakemake_scheduling_timers_are_stopped_at_the_end_of_a_run():
-    # A real timer from Snakemake's own scheduler: the hook must recognise it.
-    from snakemake.scheduling.job_scheduler import JobScheduler
-
-    from melstore.workflow import stop_rescheduling_timers
-
-    released = threading.Semaphore(0)
-    scheduler = SimpleNamespace(_open_jobs=released)
-    JobScheduler._schedule_reevalutation(scheduler, 60)
-    other = threading.Timer(60, lambda: None)
-    other.start()
-    try:
-        stop_rescheduling_timers()
-        ours = [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
-        deadline = time.monotonic() + 10
-        while any(t is not other for t in ours if t.is_alive()) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert [t for t in ours if t.is_alive()] == [other]  # a foreign timer is left alone
-        assert not released.acquire(blocking=False)  # cancelled, not fired
-    finally:
-        other.cancel()

@@ -11,7 +11,7 @@ from melstore.fingerprint import (
     code_fingerprint,
 )
 from melstore.store import library_versions
-from melstore.workflow import Plan, stop_rescheduling_timers
+from melstore.workflow import Plan
 
 try:
     plan = Plan.from_config(
@@ -51,23 +51,10 @@ def feature_params(wildcards):
 
 
 def report_file(name, *, caption, shows):
-    """An output of the report rule, listed under its feature set in the HTML report.
-
-    Kept until the job replaces it (update): a figure that shows the same data
-    is not drawn again.
-    """
+    """An output of the report rule, listed under its feature set in the HTML report."""
     return report(
-        update(f"{RESULTS}/report/{{featureset}}/{name}"),
+        f"{RESULTS}/report/{{featureset}}/{name}",
         caption=f"../report/{caption}",
         category="{featureset}",
         labels={"result": shows},
     )
-
-
-# Snakemake would otherwise wait up to a second for its last scheduling timer.
-onsuccess:
-    stop_rescheduling_timers()
-
-
-onerror:
-    stop_rescheduling_timers()

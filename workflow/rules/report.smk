@@ -3,9 +3,7 @@
 
 rule report:
     input:
-        # what the gather reads: the report is drawn while the store is written
-        shards=shard_paths,
-        metadata=plan.metadata_files(),
+        store=store_path("{featureset}"),
     output:
         classes=report_file(
             "classes.png", caption="classes.rst", shows="one clip per class"
@@ -29,11 +27,7 @@ rule report:
     localrule: True
     conda:
         "../../envs/melstore.yaml"
-    # one core, so that it runs beside the gather (see scripts/report.py)
-    threads: 1
     params:
-        features=feature_params,
-        dataset=config["dataset"],
         code=code_fingerprint(REPORT_MODULES),
     script:
         "../../scripts/report.py"
