@@ -22,7 +22,7 @@ from melstore.audio import decode, file_checksum
 from melstore.errors import MelstoreError
 from melstore.features import FeatureExtractor, FeatureParams, Frontend
 from melstore.files import atomic_path
-from melstore.presets import MEL_KINDS
+from melstore.kinds import feature_kind
 from melstore.reader import Store
 
 CMAP = "magma"
@@ -48,50 +48,30 @@ LN_CAPTION = (
 
 def describe_params(params: Mapping) -> str:
     """One line naming the parameters that shape a feature set's picture."""
+    kind = feature_kind(params["kind"])
     parts = [f"{params['kind']}", f"sr {params['sr']} Hz", f"n_fft {params['n_fft']}"]
     parts.append(f"hop {params['hop_length']}")
-    if params["kind"] in MEL_KINDS:
+    if kind.mel_bands:
         parts.append(f"{params['n_mels']} mels {params['fmin']:g}–{params['fmax']:g} Hz")
-    if params["kind"] == "logmel":
+    if kind.decibels:
         parts.append(f"ref {params['ref']}")
         parts.append(f"top_db {params['top_db']}")
     else:
-        parts.append(value_label(params))
+        parts.append(kind.value_label(params))
     if params.get("deltas"):
         parts.append("deltas")
     return ", ".join(parts)
 
 
 def value_label(params: Mapping) -> str:
-    """What the stored values are, with their unit (for colour bars).
-
-    ``logmel`` stores dB (re each clip's peak, or re a fixed ``ref``); ``logspec``
-    and ``vggish`` store natural logs, ``ln(PSD + amin)`` and ``ln(mel + amin)``,
-    and have no ``ref``.
+    """What the stored values are, with their unit (for colour bars): dB or a natural log.
 
     Raises
     ------
-    MelstoreError
+    ConfigError
         For a ``kind`` this melstore does not know.
     """
-    kind = params["kind"]
-    if kind == "logspec":
-        return f"ln(PSD + {params['amin']:g})"
-    if kind == "vggish":
-        return f"ln(mel + {params['amin']:g})"
-    if kind != "logmel":
-        raise MelstoreError(f"no unit known for feature kind {kind!r}")
-    if params["ref"] == "max":
-        return "dB re the clip's peak"
-    return f"dB re {float(params['ref']):g} (full-scale power)"
-
-
-def linear_label(params: Mapping) -> str:
-    """What the linear spectrogram behind the stored log values is (``|X| ** power``)."""
-    if params["kind"] == "logspec":
-        return "PSD"
-    power = params["power"]
-    return {2: "mel power", 1: "mel magnitude"}.get(power, f"mel |X|^{power:g}")
+    return feature_kind(params["kind"]).value_label(params)
 
 
 def draw_spectrogram(ax, values: np.ndarray, *, params: Mapping, axes, **kwargs):
@@ -115,7 +95,7 @@ def draw_spectrogram(ax, values: np.ndarray, *, params: Mapping, axes, **kwargs)
     """
     import librosa.display
 
-    mel = params["kind"] in MEL_KINDS
+    mel = feature_kind(params["kind"]).mel_bands
     # Mel bands are evenly spaced in mel: drawn against their index and labelled
     # in Hz, they give the picture of y_axis="mel" without that scale's
     # non-affine transform (2.5x slower) or librosa's conversions (numba, 0.25 s).
@@ -218,8 +198,9 @@ def class_examples_figure(store: Store) -> Figure:
     clips = [static_channel(store.clip(int(row))) for row in examples.index]
     vmax = max(float(clip.max()) for clip in clips)
     span = store.params.get("top_db") or 80.0
-    # dB sets show their top_db range; ln sets (logspec, vggish) have none and show all
-    vmin = vmax - span if store.params["kind"] == "logmel" else min(c.min() for c in clips)
+    # dB sets show their top_db range; natural-log sets have none and show all
+    decibels = feature_kind(store.params["kind"]).decibels
+    vmin = vmax - span if decibels else min(c.min() for c in clips)
     for ax, (_, meta), clip in zip(grid.flat, examples.iterrows(), clips, strict=False):
         mesh = draw_spectrogram(
             ax, clip, params=store.params, axes=store.axes, vmin=vmin, vmax=vmax
@@ -312,19 +293,18 @@ def power_vs_db_figure(store: Store, key: int | str | None = None) -> Figure:
     row = seed_question_row(store) if key is None else store.row(key)
     meta = store.metadata.iloc[row]
     power, log, mismatch = power_and_log(store, row)
-    decibels = store.params["kind"] == "logmel"
+    kind = feature_kind(store.params["kind"])
     fig = Figure(figsize=(13.5, 5), layout="constrained")
     left, right = fig.subplots(1, 2, sharey=True)
-    what = linear_label(store.params)
+    what = kind.linear_label(store.params)
     mesh = draw_spectrogram(left, power, params=store.params, axes=store.axes)
     fig.colorbar(mesh, ax=left, label=f"{what} (linear)")
     left.set_title(f"{what}, linear colour scale")
     mesh = draw_spectrogram(right, log, params=store.params, axes=store.axes)
-    fig.colorbar(mesh, ax=right, label=value_label(store.params))
-    kind = store.params["kind"]
-    log_name = {"logmel": "power_to_db", "logspec": "ln(PSD + amin)"}.get(kind, "ln(mel + amin)")
+    fig.colorbar(mesh, ax=right, label=kind.value_label(store.params))
     right.set_title(
-        f"{log_name}, as stored (largest difference {mismatch:.1g}{' dB' if decibels else ''})"
+        f"{kind.log_name}, as stored "
+        f"(largest difference {mismatch:.1g}{' dB' if kind.decibels else ''})"
     )
     right.label_outer()
     label = f" ({meta[store.label_column]})" if store.label_column else ""
@@ -332,7 +312,7 @@ def power_vs_db_figure(store: Store, key: int | str | None = None) -> Figure:
         f"{meta['clip_id']}{label}, {store.feature_set}: {describe_params(store.params)}",
         fontsize=11,
     )
-    fig.supxlabel(DB_CAPTION if decibels else LN_CAPTION, fontsize=9)
+    fig.supxlabel(DB_CAPTION if kind.decibels else LN_CAPTION, fontsize=9)
     return fig
 
 

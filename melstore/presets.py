@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from melstore.errors import ConfigError
 from melstore.features import FeatureParams
+from melstore.kinds import FeatureKind, feature_kind
 
 # librosa's melspectrogram and power_to_db, with every default of librosa 0.11
 # spelled out (defaults drift between versions), on 3 s clips and no deltas.
@@ -120,19 +121,6 @@ PRESETS: dict[str, dict] = {
     },
 }
 
-MEL_KINDS = ("logmel", "vggish")
-# Parameters with no meaning for a kind; they must stay null there.
-_UNUSED_BY_KIND = {
-    "logspec": ("n_mels", "fmin", "fmax", "htk", "norm", "ref", "top_db"),
-    "logmel": (),
-    "vggish": ("norm", "ref", "top_db"),
-}
-_REQUIRED_BY_KIND = {
-    "logmel": ("n_mels", "fmin", "htk", "ref"),
-    "logspec": (),
-    "vggish": ("n_mels", "fmin", "htk"),
-}
-
 
 def resolve_feature_set(name: str, feature_sets: dict[str, dict]) -> FeatureParams:
     """Turn a feature set name into its complete, checked parameters.
@@ -178,7 +166,8 @@ def resolve_feature_set(name: str, feature_sets: dict[str, dict]) -> FeaturePara
         raise ConfigError(
             f"config key '{where}': missing {', '.join(missing)} (or start from a preset)"
         )
-    return _checked(FeatureParams.from_dict(_explicit(values)), where)
+    kind = feature_kind(values["kind"], key=f"{where}.kind")
+    return _checked(FeatureParams.from_dict(_explicit(values, kind=kind)), kind=kind, where=where)
 
 
 def check_feature_set_names(feature_sets: dict[str, dict]) -> None:
@@ -197,38 +186,29 @@ def check_feature_set_names(feature_sets: dict[str, dict]) -> None:
             )
 
 
-def _explicit(values: dict) -> dict:
+def _explicit(values: dict, *, kind: FeatureKind) -> dict:
     """Replace librosa's implicit ``fmax=None`` (meaning sr/2) by its value."""
-    if values["kind"] in MEL_KINDS and values.get("fmax") is None:
+    if kind.mel_bands and values.get("fmax") is None:
         values = {**values, "fmax": values["sr"] / 2}
     return values
 
 
-def _checked(p: FeatureParams, where: str) -> FeatureParams:
+def _checked(p: FeatureParams, *, kind: FeatureKind, where: str) -> FeatureParams:
     def fail(key: str, message: str) -> ConfigError:
         return ConfigError(f"config key '{where}.{key}': {message}")
 
-    for key in _UNUSED_BY_KIND[p.kind]:
+    for key in kind.unused_params:
         if getattr(p, key) is not None:
             raise fail(key, f"must be null for kind {p.kind!r}")
-    for key in _REQUIRED_BY_KIND[p.kind]:
+    for key in kind.required_params:
         if getattr(p, key) is None:
             raise fail(key, f"is required for kind {p.kind!r}")
     if p.win_length > p.n_fft:
         raise fail("win_length", f"{p.win_length} exceeds n_fft={p.n_fft}")
-    if p.kind == "logspec" and p.hop_length > p.n_fft:
-        raise fail(
-            "hop_length", f"{p.hop_length} exceeds n_fft={p.n_fft} (frames would skip audio)"
-        )
-    if p.kind == "logspec" and (p.power != 2.0 or p.center or p.win_length != p.n_fft):
-        raise fail(
-            "kind",
-            "logspec follows scipy.signal.spectrogram: power 2, center false, "
-            "win_length equal to n_fft",
-        )
-    if p.kind == "vggish" and (not p.htk or p.center):
-        raise fail("kind", "vggish follows VGGish's mel_features: htk true, center false")
-    if p.kind in MEL_KINDS:
+    problem = kind.problem(p)
+    if problem is not None:
+        raise fail(*problem)
+    if kind.mel_bands:
         if p.fmax > p.sr / 2:
             raise fail("fmax", f"{p.fmax} exceeds the Nyquist frequency sr/2 = {p.sr / 2}")
         if p.fmin >= p.fmax:

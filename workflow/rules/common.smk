@@ -15,7 +15,10 @@ from melstore.workflow import Plan
 
 try:
     plan = Plan.from_config(
-        config, schema_path=os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
+        config,
+        schema_path=os.path.join(
+            workflow.basedir, "workflow/schemas/config.schema.yaml"
+        ),
     )
 except MelstoreError as err:
     sys.exit(f"melstore: {err}")  # one line, no traceback: the config is at fault
