@@ -31,8 +31,8 @@ if "numpy" in sys.modules:
         stacklevel=2,
     )
 # numpy's BLAS, OpenMP and numba size their pools once, when they load, and
-# several processes with a pool per core each oversubscribe the cores (6.6x
-# slower on 873 files, DESIGN.md). Forked workers inherit these pools.
+# several processes with a pool per core each oversubscribe the cores (see
+# bench/README.md). Forked workers inherit these pools.
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_name] = "1"
 

@@ -238,7 +238,7 @@ def delta(features: np.ndarray, *, width: int) -> np.ndarray:
     librosa calls ``scipy.signal.savgol_filter(deriv=1, polyorder=1)``, which
     is the regression slope over ``width`` frames inside, and the slope of the
     first (last) ``width`` frames at the edges. This numpy version spares an
-    extraction job the 0.8 s import of ``scipy.signal``.
+    extraction job the import of ``scipy.signal``.
 
     Parameters
     ----------

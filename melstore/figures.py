@@ -96,9 +96,8 @@ def draw_spectrogram(ax, values: np.ndarray, *, params: Mapping, axes, **kwargs)
     import librosa.display
 
     mel = feature_kind(params["kind"]).mel_bands
-    # Mel bands are evenly spaced in mel: drawn against their index and labelled
-    # in Hz, they give the picture of y_axis="mel" without that scale's
-    # non-affine transform (2.5x slower) or librosa's conversions (numba, 0.25 s).
+    # mel bands are evenly spaced in mel: against their index, labelled in Hz, they
+    # draw like y_axis="mel" without its slow non-affine transform or numba
     bands = np.arange(len(axes.frequency))
     mesh = librosa.display.specshow(
         values,
@@ -173,9 +172,8 @@ def class_examples_figure(store: Store) -> Figure:
     n_cols = math.ceil(len(examples) / n_rows)  # 6 classes: 2 x 3, not 5 + 1
     width, height = 3.2 * n_cols + 1.2, 2.6 * n_rows + 0.8
     fig = Figure(figsize=(width, height))
-    # Fixed margins in inches: constrained layout measured every tick of every
-    # panel, twice, and took 0.9 s. Rows leave room for two-line panel titles,
-    # and for a time axis too above an empty slot.
+    # fixed margins in inches (constrained layout measures every tick twice); rows
+    # leave room for two-line panel titles, and for a time axis above an empty slot
     m = GRID_MARGINS
     row_gap = m["row_gap"] + (m["axis"] if n_rows * n_cols > len(examples) else 0.0)
     panel_width = (width - m["left"] - m["right"] - (n_cols - 1) * m["col_gap"]) / n_cols
@@ -270,12 +268,11 @@ def power_and_log(store: Store, row: int) -> tuple[np.ndarray, np.ndarray, float
         raise MelstoreError(f"{source} changed since {store.path} was built; rebuild the store")
     p = FeatureParams.from_dict(store.params)
     y, info = decode(source, max_duration=p.duration)
-    # the store's own front end; rebuilding it imports scipy.signal (2 s)
+    # the store's own front end: rebuilding it would import scipy.signal
     frontend = Frontend.from_arrays(p, store.frontend) if store.frontend else Frontend.build(p)
     extractor = FeatureExtractor(frontend)
     power = extractor.power_spectrogram(extractor.prepare(y, sr=info.sample_rate)[0])
-    # power_to_db itself would import librosa's spectrum module and scipy.signal (1 s);
-    # tests check that the extractor's log equals it
+    # the extractor's log, tested equal to power_to_db, which imports scipy.signal
     log = extractor.to_log(power, peak=float(power.max()))
     stored = static_channel(store.clip(row))
     return power, log, float(np.abs(log - stored).max())

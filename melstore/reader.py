@@ -11,6 +11,7 @@ pandas is imported only when a table is first used as a DataFrame.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -414,7 +415,8 @@ class Store:
                 "run: pip install torch"
             ) from None
         rows = np.arange(len(self)) if rows is None else self._checked_rows(rows)
-        return ClipDataset(self.path, rows, self.targets(target)[rows], transform=transform)
+        opener = functools.partial(Store, self.path)
+        return ClipDataset(opener, rows, self.targets(target)[rows], transform=transform)
 
     def _column(self, column: str) -> pd.Series:
         if column not in self.metadata.columns:

@@ -17,9 +17,9 @@ THREAD_ENV_VARS = (
 def pin_threads(threads: int) -> None:
     """Limit every native thread pool of this process to ``threads``.
 
-    Parallel Snakemake jobs with default pools oversubscribe the cores
-    (measured 6.5x slower, see DESIGN.md). The pools read these variables
-    when their library loads, so this must run before numpy is imported.
+    Parallel processes with default pools oversubscribe the cores
+    (docs/design.md). The pools read these variables when their library
+    loads, so this must run before numpy is imported.
 
     Parameters
     ----------
@@ -47,9 +47,8 @@ def retain_freed_memory(*, threshold_mb: int = 256) -> bool:
 
     Each clip allocates a few MB of temporary arrays. With glibc's default
     thresholds these are mapped and unmapped every time, and the page faults
-    cost 1.3-2 ms per UrbanSound8K clip: a third of the work. Raising the
-    mmap and trim thresholds reuses the memory (measured: 571 -> 8 faults and
-    5.6-6.3 -> 4.3 ms per clip). Peak memory grows by at most ``threshold_mb``.
+    cost a large part of the work (docs/design.md). Raising the mmap and trim
+    thresholds reuses the memory. Peak memory grows by at most ``threshold_mb``.
 
     Returns
     -------

@@ -149,8 +149,7 @@ class StoreWriter:
         try:
             self._close(failing=exc_type is not None)
             if exc_type is None and self._finished:
-                # ext4 writes the new file back before a rename over an existing
-                # one (auto_da_alloc): 0.1-0.6 s for a 580 MB shard rebuilt in place
+                # unlink first: ext4 writes a file renamed over another back at once
                 self.path.unlink(missing_ok=True)
                 os.replace(self.tmp_path, self.path)
         finally:
@@ -187,7 +186,7 @@ class StoreWriter:
         parameters needs no decoding: 40x faster than reading and writing arrays.
         """
         row = len(self.frame_counts)
-        if row == self._capacity:  # h5py's shape and resize cost ~60 us: grow in steps
+        if row == self._capacity:  # grow in steps: h5py's resize is slow per call
             self._capacity += max(_GROWTH, self._capacity // 4)
             self._features.resize(self._capacity, axis=0)
         self._features.id.write_direct_chunk(self.chunk_offset(row), chunk)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from melstore.reader import Store
+if TYPE_CHECKING:
+    from melstore.reader import Store
 
 
 class ClipDataset(Dataset):
@@ -22,8 +23,8 @@ class ClipDataset(Dataset):
 
     Parameters
     ----------
-    path : str or Path
-        The store.
+    open_store : callable
+        Opens the store read-only (picklable, for spawned workers).
     rows : np.ndarray
         Feature rows of the clips, in item order.
     targets : np.ndarray
@@ -34,13 +35,14 @@ class ClipDataset(Dataset):
 
     def __init__(
         self,
-        path: str | Path,
+        open_store: Callable[[], Store],
         rows: np.ndarray,
         targets: np.ndarray,
         *,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
-        self.path, self.rows, self.targets, self.transform = Path(path), rows, targets, transform
+        self.open_store, self.rows, self.targets = open_store, rows, targets
+        self.transform = transform
         self._store: Store | None = None
         self._pid: int | None = None
 
@@ -58,5 +60,5 @@ class ClipDataset(Dataset):
 
     def _open(self) -> Store:
         if self._pid != os.getpid():
-            self._store, self._pid = Store(self.path), os.getpid()
+            self._store, self._pid = self.open_store(), os.getpid()
         return self._store

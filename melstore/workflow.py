@@ -80,8 +80,8 @@ class Plan:
         """A digest of the size and mtime of every file in ``shard``.
 
         The audio files are deliberately not Snakemake inputs: Snakemake stats
-        every input of every ready job on each scheduling round, which took 70 %
-        of the CPU of an 8732-file build. This digest in ``params`` reruns the
+        every input of every ready job on each scheduling round (docs/design.md).
+        This digest in ``params`` reruns the
         shard when a file is added, removed or rewritten, even with an older
         mtime. A generated dataset depends on its generator rule instead.
         """
@@ -89,7 +89,7 @@ class Plan:
             return self._source_digests[shard]
         digest = hashlib.sha256()
         generated = demo.is_demo_root(self.root)
-        root = os.fspath(self.root)  # os.path: 0.07 s for 8732 files, pathlib 0.1 s
+        root = os.fspath(self.root)  # os.path: faster than pathlib per file
         for _, path, problem in self.shard_entries(shard):
             digest.update(f"{path}\0{problem}\0".encode())
             if not problem and not generated:

@@ -304,3 +304,15 @@ def test_the_readmes_recompute_commands_rebuild_a_same_size_same_mtime_rewrite(b
     run_snakemake(clean, config(root))
     for name, store in stores.items():
         assert sha256(store) == sha256(clean / f"results/inc/{name}.h5")
+
+
+def test_reuse_clips_false_computes_every_clip_and_changing_it_reruns_nothing(built):
+    root, workdir = built
+    stores = {name: sha256(workdir / f"results/inc/{name}.h5") for name in ("a", "b")}
+    off = {**config(root), "reuse_clips": False}
+    assert "Nothing to be done" in run_snakemake(workdir, off).stderr
+    before = outputs(workdir)
+    run_snakemake(workdir, off, "--forcerun", "extract")
+    shards = rewritten(before, outputs(workdir), "results/inc/shards/")
+    assert computed_and_reused(workdir, shards) == (2 * N_FILES, 0)
+    assert {name: sha256(workdir / f"results/inc/{name}.h5") for name in stores} == stores
