@@ -1,4 +1,9 @@
-"""Validate the workflow configuration against its JSON schema, with one-line errors."""
+"""Validate the workflow configuration with ``snakemake.utils.validate``, with one-line errors.
+
+Snakemake validates the config and fills in the schema's defaults; only when it
+refuses the config is the schema consulted again, to name the key at fault in
+one line instead of Snakemake's multi-line report.
+"""
 
 from __future__ import annotations
 
@@ -30,13 +35,16 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     ConfigError
         Naming the first offending key and what is allowed there.
     """
-    # libyaml's loader where built: parsed at every workflow start
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    schema = yaml.load(Path(schema_path).read_text(), Loader=loader)  # noqa: S506 (a safe loader)
-    validator = _with_defaults(jsonschema.Draft7Validator)(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
-    if error is not None:
-        raise ConfigError(describe(error))
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    try:
+        validate(config, str(Path(schema_path).resolve()), set_default=True)
+    except WorkflowError:
+        schema = yaml.safe_load(Path(schema_path).read_text())
+        validator = jsonschema.validators.validator_for(schema)(schema)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+        raise ConfigError(describe(error)) from None
     return config
 
 
@@ -65,17 +73,3 @@ def describe(error: jsonschema.ValidationError) -> str:
                 f"on the command line write --config 'features=[{names}]'"
             )
     return f"{where}: {error.message}"
-
-
-def _with_defaults(validator_class):
-    """Extend a validator so that it fills in ``default`` values, like Snakemake's."""
-    validate_properties = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for name, subschema in properties.items():
-                if "default" in subschema:
-                    instance.setdefault(name, subschema["default"])
-        yield from validate_properties(validator, properties, instance, schema)
-
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
