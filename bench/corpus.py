@@ -38,7 +38,7 @@ import soundfile as sf
 from scipy.fft import next_fast_len
 from scipy.signal import lfilter
 
-from melstore.audio import write_audio
+from melstore.features.audio import write_audio
 
 DEFAULT_SEED = 8732
 # Bump when the synthesis changes, so that cached corpora are regenerated.

@@ -37,8 +37,8 @@ import pandas as pd
 import yaml
 
 from bench.corpus import CACHE_DIR, FULL_SIZE, make_corpus
-from melstore.audio import write_audio
-from melstore.store import library_versions
+from melstore.features.audio import write_audio
+from melstore.store.format import library_versions
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "latest.md"

@@ -29,10 +29,10 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench import corpus  # noqa: E402
-from melstore.extract import extract_shard  # noqa: E402
-from melstore.features import Frontend  # noqa: E402
-from melstore.presets import resolve_feature_set  # noqa: E402
-from melstore.store import library_versions  # noqa: E402
+from melstore.features.extractor import Frontend  # noqa: E402
+from melstore.features.presets import resolve_feature_set  # noqa: E402
+from melstore.pipeline.extract import extract_shard  # noqa: E402
+from melstore.store.format import library_versions  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scaling.md"
 CLIP_SECONDS = 10

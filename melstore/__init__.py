@@ -21,7 +21,7 @@ from melstore.errors import AudioError, ConfigError, MelstoreError
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from melstore.reader import Store
+    from melstore.store.reader import Store
 
 __version__ = "0.1.0"
 
@@ -47,14 +47,14 @@ def open(path: str | Path) -> Store:  # noqa: A001 - reads like open() / h5py.Fi
         If the file is missing, not a melstore store, or of an incompatible
         layout version.
     """
-    from melstore.reader import Store
+    from melstore.store.reader import Store
 
     return Store(path)
 
 
 def __getattr__(name: str):
     if name == "Store":  # imported on first use: it loads numpy
-        from melstore.reader import Store
+        from melstore.store.reader import Store
 
         return Store
     raise AttributeError(f"module 'melstore' has no attribute {name!r}")

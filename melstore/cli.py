@@ -22,7 +22,7 @@ import click
 from melstore.errors import MelstoreError
 
 if TYPE_CHECKING:
-    from melstore.reader import Store
+    from melstore.store.reader import Store
 
 FAILURES_SHOWN = 20
 STORE = click.argument("store", type=click.Path(dir_okay=False, path_type=Path))
@@ -59,7 +59,7 @@ def info(store: Path) -> None:
     """Summarise STORE: clips, classes per fold, failures, parameters and versions."""
     import pandas as pd
 
-    from melstore.reader import Store
+    from melstore.store.reader import Store
 
     with expected_errors(), Store(store) as opened:
         attrs = opened.attrs
@@ -119,8 +119,8 @@ def show(store: Path, clip: str, output: Path) -> None:
     the clip id, its class and the feature parameters. Stores with deltas
     show channel 0.
     """
-    from melstore.figures import clip_figure, save_figure
-    from melstore.reader import Store
+    from melstore.report.figures import clip_figure, save_figure
+    from melstore.store.reader import Store
 
     with expected_errors(output=output), Store(store) as opened:
         row = clip_row(opened, clip)
@@ -152,8 +152,8 @@ def export(store: Path, kind: str, output: Path | None) -> None:
     writes the features with their axes, metadata and params. The output is
     written atomically.
     """
-    from melstore.export import export_npz, export_parquet
-    from melstore.reader import Store
+    from melstore.store.export import export_npz, export_parquet
+    from melstore.store.reader import Store
 
     output = output or store.with_suffix(f".{kind}")
     with expected_errors(output=output), Store(store) as opened:
@@ -177,7 +177,7 @@ def verify(store: Path, root: str | None) -> None:
     Prints one line per difference, then a summary on stderr. Exits 1 if
     anything differs, 0 if the store still matches its sources.
     """
-    from melstore.verify import verify_sources
+    from melstore.pipeline.verify import verify_sources
 
     start = time.perf_counter()
     with expected_errors():

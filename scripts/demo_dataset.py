@@ -1,9 +1,9 @@
 """Snakemake adapter: write the demo dataset."""
 
-from melstore.jobs import snakemake_job
+from melstore.pipeline.jobs import snakemake_job
 
 with snakemake_job(snakemake) as log:
-    from melstore import demo
+    from melstore.pipeline import demo
 
     demo.write(snakemake.params.root)
     log.info("demo dataset written to %s", snakemake.params.root)

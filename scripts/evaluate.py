@@ -1,9 +1,9 @@
 """Snakemake adapter: cross-validate the linear baseline on one store."""
 
-from melstore.jobs import snakemake_job
+from melstore.pipeline.jobs import snakemake_job
 
 with snakemake_job(snakemake) as log:
-    from melstore.baseline import evaluate_store, write_results
+    from melstore.report.baseline import evaluate_store, write_results
 
     result = evaluate_store(snakemake.input[0])
     write_results(

@@ -1,10 +1,10 @@
 """Snakemake adapter: compute the features of one shard of one feature set."""
 
-from melstore.jobs import snakemake_job
+from melstore.pipeline.jobs import snakemake_job
 
 with snakemake_job(snakemake):
-    from melstore.extract import extract_shard
-    from melstore.reuse import keep_previous_build, related_shard_files
+    from melstore.pipeline.extract import extract_shard
+    from melstore.pipeline.reuse import keep_previous_build, related_shard_files
 
     extract_shard(
         entries=snakemake.params.entries,

@@ -1,10 +1,10 @@
 """Snakemake adapter: gather the shards of one feature set into its store."""
 
-from melstore.jobs import snakemake_job
+from melstore.pipeline.jobs import snakemake_job
 
 with snakemake_job(snakemake) as log:
-    from melstore.gather import gather_store
-    from melstore.workflow import load_manifest
+    from melstore.pipeline.gather import gather_store
+    from melstore.pipeline.plan import load_manifest
 
     summary = gather_store(
         manifest=load_manifest(snakemake.params.dataset).store_columns(),

@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 import yaml
 
-from melstore import demo
-from melstore.presets import PRESETS
+from melstore.features.presets import PRESETS
+from melstore.pipeline import demo
 
 REPO = Path(__file__).resolve().parents[1]
 USER_CONFIG = "my.yaml"  # the config file name the README's examples use

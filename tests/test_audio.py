@@ -5,8 +5,8 @@ import pytest
 import xxhash
 from conftest import tone, write_audio
 
-from melstore.audio import decode, downmix, file_checksum, fix_length, resample
 from melstore.errors import AudioError
+from melstore.features.audio import decode, downmix, file_checksum, fix_length, resample
 
 # (container, subtype, sample rate, channels, tolerance of the decoded samples)
 FORMATS = [

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import run_snakemake, tone, write_audio
 
-from melstore.store import read_table
+from melstore.store.format import read_table
 
 GOOD = {
     "formats/u8 with spaces.wav": dict(sr=8000, channels=1, subtype="PCM_U8"),

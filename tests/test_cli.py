@@ -12,8 +12,8 @@ from matplotlib.image import imread
 
 import melstore
 from melstore.cli import main
-from melstore.presets import resolve_feature_set
-from melstore.store import FAILURE_COLUMNS, StoreWriter
+from melstore.features.presets import resolve_feature_set
+from melstore.store.format import FAILURE_COLUMNS, StoreWriter
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pytest
 from conftest import REPO, run_snakemake
 
 from melstore.errors import ConfigError
-from melstore.presets import PRESETS, resolve_feature_set
-from melstore.workflow import Plan
+from melstore.features.presets import PRESETS, resolve_feature_set
+from melstore.pipeline.plan import Plan
 
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 BASE = {

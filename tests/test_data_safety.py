@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import REPO, make_esc50, run_snakemake, snakemake_command, tone, write_audio
 
-from melstore.store import read_table
+from melstore.store.format import read_table
 
 N_US8K = 20  # fewer clips than the demo's 48: a build of the demo would show
 

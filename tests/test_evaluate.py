@@ -8,14 +8,14 @@ import pytest
 import yaml
 from conftest import REPO, run_snakemake
 
-from melstore.baseline import (
+from melstore.errors import MelstoreError
+from melstore.report.baseline import (
     RESULT_COLUMNS,
     evaluate_store,
     pooled_features,
     require_extra,
 )
-from melstore.errors import MelstoreError
-from melstore.store import StoreWriter, open_store, read_group
+from melstore.store.format import StoreWriter, open_store, read_group
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from conftest import tone, write_audio
 
-from melstore import extract, reuse
 from melstore.errors import AudioError, MelstoreError
-from melstore.presets import resolve_feature_set
+from melstore.features.presets import resolve_feature_set
+from melstore.pipeline import extract, reuse
 
 SEED = resolve_feature_set("seed", {})
 
@@ -133,7 +133,7 @@ def test_the_rebuild_reason_names_the_first_files_that_changed_and_counts_the_re
 
 
 def test_a_removed_file_is_named_only_by_the_shard_it_belonged_to():
-    from melstore.shards import shard_key
+    from melstore.pipeline.shards import shard_key
 
     build = last_build({}).build
     ids = [f"clip{i}" for i in range(40)]

@@ -6,9 +6,9 @@ import pytest
 import scipy.signal
 from conftest import tone
 
-from melstore.audio import decode
-from melstore.features import FeatureExtractor, FeatureParams, Frontend, delta
-from melstore.presets import PRESETS
+from melstore.features.audio import decode
+from melstore.features.extractor import FeatureExtractor, FeatureParams, Frontend, delta
+from melstore.features.presets import PRESETS
 
 SEED = FeatureParams.from_dict(PRESETS["seed"])
 LOGSPEC = FeatureParams.from_dict(PRESETS["logspec"])

@@ -9,8 +9,10 @@ from conftest import tone, write_audio
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import melstore
-from melstore.extract import extract_shard
-from melstore.figures import (
+from melstore.features.presets import PRESETS, resolve_feature_set
+from melstore.pipeline.extract import extract_shard
+from melstore.pipeline.gather import gather_store
+from melstore.report.figures import (
     DB_CAPTION,
     class_examples,
     class_examples_figure,
@@ -20,9 +22,7 @@ from melstore.figures import (
     power_vs_db_figure,
     value_label,
 )
-from melstore.gather import gather_store
-from melstore.presets import PRESETS, resolve_feature_set
-from melstore.store import FAILURE_COLUMNS, StoreWriter
+from melstore.store.format import FAILURE_COLUMNS, StoreWriter
 
 FIGURES = {
     "clip": lambda store: clip_figure(store, 5),
@@ -30,7 +30,7 @@ FIGURES = {
     "power_vs_db": power_vs_db_figure,
     "counts": counts_figure,
 }
-# What each kind stores (melstore.features): dB of mel power, ln of the PSD, ln of mel + amin.
+# What each kind stores: dB of mel power, ln of the PSD, ln of mel + amin.
 UNIT_OF_KIND = {"logmel": "dB re ", "logspec": "ln(PSD + ", "vggish": "ln(mel + "}
 MEL_AXIS_OF_KIND = {"logmel": True, "logspec": False, "vggish": True}
 TONES = {"low/a.wav": 220.0, "low/b.wav": 330.0, "high/c.wav": 2500.0}  # path: pitch in Hz

@@ -14,9 +14,9 @@ import soundfile as sf
 import xxhash
 from conftest import REPO, run_snakemake, tone, write_audio
 
-from melstore.fingerprint import code_fingerprint
-from melstore.reuse import PREVIOUS_DIR
-from melstore.store import read_table
+from melstore.pipeline.fingerprint import code_fingerprint
+from melstore.pipeline.reuse import PREVIOUS_DIR
+from melstore.store.format import read_table
 
 N_FILES = 30
 README = (REPO / "README.md").read_text()

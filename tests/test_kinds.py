@@ -8,8 +8,8 @@ import pytest
 
 import melstore
 from melstore.errors import ConfigError
-from melstore.kinds import FEATURE_KINDS, FeatureKind, feature_kind, register_kind
-from melstore.presets import PRESETS, resolve_feature_set
+from melstore.features.kinds import FEATURE_KINDS, FeatureKind, feature_kind, register_kind
+from melstore.features.presets import PRESETS, resolve_feature_set
 
 PACKAGE = Path(melstore.__file__).parent
 # the modules allowed to name kinds: the base's and those of the registered classes

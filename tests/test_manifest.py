@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from conftest import make_esc50, tone, write_audio
 
-from melstore import demo
 from melstore.errors import ConfigError
-from melstore.manifest import ESCAPES_ROOT, NOT_FOUND, build_manifest
-from melstore.workflow import load_manifest
+from melstore.pipeline import demo
+from melstore.pipeline.manifest import ESCAPES_ROOT, NOT_FOUND, build_manifest
+from melstore.pipeline.plan import load_manifest
 
 
 def test_urbansound8k_follows_the_csv_and_keeps_every_column(demo_root):

@@ -1,7 +1,7 @@
 """The paper presets, built by the real workflow, equal their papers' front ends.
 
 Each reference below is written from the README's documented parameters, not
-from melstore.presets, so a preset that drifts from its documentation fails.
+from melstore.features.presets, so a preset that drifts from its documentation fails.
 """
 
 import json
@@ -11,7 +11,7 @@ import librosa
 import numpy as np
 import pytest
 
-from melstore.store import read_table
+from melstore.store.format import read_table
 
 N_CLIPS = 48
 # The README's "Paper presets" parameters, as librosa calls, and the documented shapes.

@@ -8,8 +8,8 @@ import pytest
 from conftest import VARIABLE_CLIPS, run_python
 
 import melstore
-from melstore import demo
-from melstore.store import read_table
+from melstore.pipeline import demo
+from melstore.store.format import read_table
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,7 @@ def test_importing_melstore_loads_no_numpy_and_store_comes_on_first_use():
     result = run_python(
         "import sys, melstore\n"
         "assert 'numpy' not in sys.modules, 'jobs size thread pools before numpy loads'\n"
-        "assert melstore.Store.__module__ == 'melstore.reader'\n"
+        "assert melstore.Store.__module__ == 'melstore.store.reader'\n"
     )
     assert result.returncode == 0, result.stderr
 

@@ -9,7 +9,7 @@ from conftest import run_python
 
 def test_pin_threads_sets_every_pool_before_numpy_loads():
     result = run_python(
-        "from melstore.runtime import pin_threads, THREAD_ENV_VARS\n"
+        "from melstore.pipeline.runtime import pin_threads, THREAD_ENV_VARS\n"
         "import os\n"
         "pin_threads(3)\n"
         "import numpy\n"
@@ -19,20 +19,22 @@ def test_pin_threads_sets_every_pool_before_numpy_loads():
 
 
 def test_pin_threads_refuses_to_run_after_numpy():
-    result = run_python("import numpy\nfrom melstore.runtime import pin_threads\npin_threads(1)\n")
+    result = run_python(
+        "import numpy\nfrom melstore.pipeline.runtime import pin_threads\npin_threads(1)\n"
+    )
     assert result.returncode != 0 and "before numpy is imported" in result.stderr
 
 
 FAULTS_PER_CLIP = """
 import resource, sys
-from melstore.runtime import retain_freed_memory
+from melstore.pipeline.runtime import retain_freed_memory
 if sys.argv[1] == "tuned":
     assert retain_freed_memory()
 import numpy as np
 import soundfile as sf
-from melstore.audio import decode
-from melstore.features import FeatureExtractor, FeatureParams, Frontend
-from melstore.presets import PRESETS
+from melstore.features.audio import decode
+from melstore.features.extractor import FeatureExtractor, FeatureParams, Frontend
+from melstore.features.presets import PRESETS
 extractor = FeatureExtractor(Frontend.build(FeatureParams.from_dict(PRESETS["seed"])))
 y = np.random.default_rng(0).standard_normal(4 * 44100).astype(np.float32) * 0.1
 sf.write(sys.argv[2], y, 44100, subtype="PCM_16")

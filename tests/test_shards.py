@@ -2,8 +2,13 @@
 
 import pytest
 
-from melstore.reuse import keep_previous_build, previous_build, related_shard_files, shard_files
-from melstore.shards import assign_shards
+from melstore.pipeline.reuse import (
+    keep_previous_build,
+    previous_build,
+    related_shard_files,
+    shard_files,
+)
+from melstore.pipeline.shards import assign_shards
 
 IDS = [f"{i}-{i % 10}-0-{i % 7}" for i in range(3000)]
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from melstore.errors import MelstoreError
-from melstore.store import StoreWriter, read_table
+from melstore.store.format import StoreWriter, read_table
 
 FAILURES = pd.DataFrame({"clip_id": ["b"], "path": ["b.wav"], "reason": ["empty file"]})
 

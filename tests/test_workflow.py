@@ -11,8 +11,8 @@ import pytest
 import xxhash
 from conftest import merged_config, run_snakemake, tone, write_audio
 
-from melstore import demo
-from melstore.store import read_table
+from melstore.pipeline import demo
+from melstore.store.format import read_table
 
 GOOD = {
     "dog/bark1.wav": dict(sr=44100, channels=2, subtype="PCM_16"),

@@ -4,14 +4,14 @@ import sys
 from snakemake.logging import logger
 
 from melstore.errors import MelstoreError
-from melstore.fingerprint import (
+from melstore.pipeline.fingerprint import (
     EXTRACT_MODULES,
     GATHER_MODULES,
     REPORT_MODULES,
     code_fingerprint,
 )
-from melstore.store import library_versions
-from melstore.workflow import Plan
+from melstore.store.format import library_versions
+from melstore.pipeline.plan import Plan
 
 try:
     plan = Plan.from_config(

@@ -13,6 +13,6 @@ if plan.generated_files():
         params:
             root=lambda wildcards, output: os.path.dirname(os.path.dirname(output.csv)),
             # a change in the generator rewrites the demo (its audio is not inside params)
-            code=code_fingerprint(("melstore.demo",)),
+            code=code_fingerprint(("melstore.pipeline.demo",)),
         script:
             "../../scripts/demo_dataset.py"

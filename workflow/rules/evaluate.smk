@@ -1,6 +1,6 @@
 # The linear baseline that checks each store's features, labels and folds.
 # Not part of `all`: it needs the optional extra (pip install -e '.[evaluate]').
-from melstore.baseline import extra_versions
+from melstore.report.baseline import extra_versions
 
 
 rule evaluate:
@@ -32,6 +32,6 @@ rule baseline:
     threads: 1
     params:
         versions={**VERSIONS, **extra_versions()},
-        code=code_fingerprint(("melstore.baseline", "melstore.reader")),
+        code=code_fingerprint(("melstore.report.baseline", "melstore.store.reader")),
     script:
         "../../scripts/evaluate.py"

@@ -22,7 +22,7 @@ import pandas as pd
 
 from melstore.errors import MelstoreError
 from melstore.files import atomic_path
-from melstore.reader import LABEL_COLUMNS, Store
+from melstore.store.reader import LABEL_COLUMNS, Store
 
 EXTRA = "pip install -e '.[evaluate]'"
 # The metadata column holding each layout's class name.

@@ -1,7 +1,7 @@
 """The report of a store: its figures and tables, drawn from the finished store.
 
 :func:`write_report` is what the Snakemake ``report`` rule runs; the drawing
-itself is in :mod:`melstore.figures`.
+itself is in :mod:`melstore.report.figures`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from melstore.errors import MelstoreError
 from melstore.files import atomic_path
-from melstore.reader import Store
+from melstore.store.reader import Store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,7 +38,7 @@ def write_report(
     counts_table, failures : str or Path
         HTML tables: class x fold counts with totals, and the failed files.
     """
-    from melstore import figures
+    from melstore.report import figures
 
     with Store(store) as opened:
         if not len(opened):

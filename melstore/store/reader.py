@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from melstore.errors import MelstoreError
-from melstore.store import as_frame, open_store, read_columns
+from melstore.store.format import as_frame, open_store, read_columns
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -165,7 +165,7 @@ class Store:
 
         ``window`` (n_fft samples), ``filterbank`` (n_mels, 1 + n_fft // 2;
         absent for ``logspec``) and ``frequencies``, as
-        :meth:`melstore.features.Frontend.arrays` names them. Empty for
+        :meth:`melstore.features.extractor.Frontend.arrays` names them. Empty for
         stores written before melstore kept them.
         """
         group = self._file.get("frontend", {})
@@ -397,7 +397,7 @@ class Store:
 
         Returns
         -------
-        melstore.torchdata.ClipDataset
+        melstore.store.torchdata.ClipDataset
             Item ``i`` is ``(torch.float32 tensor of the clip, torch.int64 target)``.
 
         Raises
@@ -406,7 +406,7 @@ class Store:
             If PyTorch is not installed.
         """
         try:
-            from melstore.torchdata import ClipDataset
+            from melstore.store.torchdata import ClipDataset
         except ModuleNotFoundError as err:
             if err.name != "torch":
                 raise

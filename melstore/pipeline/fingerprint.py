@@ -15,11 +15,22 @@ import hashlib
 import importlib.util
 
 # Modules whose code decides the features in a shard file.
-EXTRACT_MODULES = ("melstore.audio", "melstore.features", "melstore.extract", "melstore.store")
+EXTRACT_MODULES = (
+    "melstore.features.audio",
+    "melstore.features.kinds",
+    "melstore.features.extractor",
+    "melstore.pipeline.extract",
+    "melstore.store.format",
+)
 # Modules whose code decides how shards become the final store.
-GATHER_MODULES = ("melstore.gather", "melstore.manifest", "melstore.store")
+GATHER_MODULES = ("melstore.pipeline.gather", "melstore.pipeline.manifest", "melstore.store.format")
 # Modules whose code draws the report figures and tables of a store.
-REPORT_MODULES = ("melstore.report", "melstore.figures", "melstore.reader", "melstore.store")
+REPORT_MODULES = (
+    "melstore.report.tables",
+    "melstore.report.figures",
+    "melstore.store.reader",
+    "melstore.store.format",
+)
 
 
 def code_fingerprint(modules: tuple[str, ...]) -> str:

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from melstore.audio import fix_length
 from melstore.errors import ConfigError
+from melstore.features.audio import fix_length
 
 if TYPE_CHECKING:
     from scipy.sparse import csr_array
 
-    from melstore.features import FeatureParams
+    from melstore.features.extractor import FeatureParams
 
 FEATURE_KINDS: dict[str, FeatureKind] = {}
 
@@ -78,7 +78,7 @@ class FeatureKind(ABC):
     """What one kind of features is: its front end, log, frame rule, checks and labels.
 
     Methods take the feature set's parameters: a
-    :class:`~melstore.features.FeatureParams` to compute, or the mapping a
+    :class:`~melstore.features.extractor.FeatureParams` to compute, or the mapping a
     store keeps (``Store.params``) to label a figure.
 
     Attributes

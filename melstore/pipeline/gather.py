@@ -16,8 +16,8 @@ import h5py
 import numpy as np
 
 from melstore.errors import MelstoreError
-from melstore.features import FeatureParams
-from melstore.store import (
+from melstore.features.extractor import FeatureParams
+from melstore.store.format import (
     COMPUTED_COLUMNS,
     FAILURE_COLUMNS,
     OpenStores,
@@ -47,7 +47,7 @@ def gather_store(
     """Stream every clip of ``manifest`` from its shard into one store.
 
     ``manifest`` holds the stored manifest columns (clip_id, path, then the
-    dataset CSV's), as :meth:`melstore.manifest.Manifest.store_columns` gives
+    dataset CSV's), as :meth:`melstore.pipeline.manifest.Manifest.store_columns` gives
     them. ``dataset`` is the config's dataset section; its name, layout, root and
     metadata CSV are recorded so that ``melstore verify`` can re-check the sources.
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melstore.audio import write_audio
 from melstore.errors import ConfigError
+from melstore.features.audio import write_audio
 from melstore.files import atomic_path
-from melstore.manifest import LAYOUT_CSV
+from melstore.pipeline.manifest import LAYOUT_CSV
 
 # The demo's own folder, relative to the working directory: the only place it is written.
 ROOT = Path("resources/demo")

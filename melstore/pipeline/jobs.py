@@ -9,7 +9,7 @@ import sys
 from contextlib import contextmanager
 
 from melstore.errors import MelstoreError
-from melstore.runtime import pin_threads, retain_freed_memory
+from melstore.pipeline.runtime import pin_threads, retain_freed_memory
 
 
 @contextmanager

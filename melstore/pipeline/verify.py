@@ -6,10 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from melstore.audio import file_checksum
 from melstore.errors import AudioError
-from melstore.manifest import build_manifest
-from melstore.store import open_store, read_group
+from melstore.features.audio import file_checksum
+from melstore.pipeline.manifest import build_manifest
+from melstore.store.format import open_store, read_group
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,13 @@ import torch
 from torch.utils.data import Dataset
 
 if TYPE_CHECKING:
-    from melstore.reader import Store
+    from melstore.store.reader import Store
 
 
 class ClipDataset(Dataset):
     """A map-style dataset over rows of a store: item ``i`` is (features, target).
 
-    Made by :meth:`melstore.reader.Store.to_torch_dataset`. The file is opened
+    Made by :meth:`melstore.store.reader.Store.to_torch_dataset`. The file is opened
     lazily in each process, because an h5py handle must not cross a fork into
     ``DataLoader`` workers.
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from melstore.files import atomic_path
-from melstore.reader import Store
+from melstore.store.reader import Store
 
 # Features are copied this many bytes at a time, so exporting never holds the whole array.
 BLOCK_BYTES = 32 * 2**20

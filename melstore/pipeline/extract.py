@@ -5,7 +5,7 @@ clips to compute go through one plain :class:`~concurrent.futures.ProcessPoolExe
 ``map`` of :func:`compute_clip`, one worker per thread the job was given; the
 job writes the outcomes in manifest order, so a shard is the same for any
 worker count. Clips whose files are unchanged since the shard's previous build
-are copied from it (:mod:`melstore.reuse`).
+are copied from it (:mod:`melstore.pipeline.reuse`).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from melstore.audio import decode, file_checksum
 from melstore.errors import AudioError, MelstoreError
-from melstore.features import FeatureExtractor, FeatureParams, Frontend
-from melstore.reuse import PreviousBuild, checksums, rebuild_reason
-from melstore.store import (
+from melstore.features.audio import decode, file_checksum
+from melstore.features.extractor import FeatureExtractor, FeatureParams, Frontend
+from melstore.pipeline.reuse import PreviousBuild, checksums, rebuild_reason
+from melstore.store.format import (
     FAILURE_COLUMNS,
     OpenStores,
     StoreWriter,
@@ -80,7 +80,7 @@ def extract_shard(
         tell whether this shard's clips may be reused.
     previous : sequence of str or Path
         Earlier shard files whose unchanged clips may be copied: this shard's
-        own previous build first (see :mod:`melstore.reuse`); empty to compute
+        own previous build first (see :mod:`melstore.pipeline.reuse`); empty to compute
         every clip.
 
     Raises

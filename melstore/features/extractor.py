@@ -1,7 +1,7 @@
 """Feature parameters and the spectrogram front end.
 
 Each ``kind`` of features reproduces one reference implementation; its class in
-:mod:`melstore.kinds` holds every rule that depends on the kind, and the code
+:mod:`melstore.features.kinds` holds every rule that depends on the kind, and the code
 here asks it.
 
 Features are float32 arrays of shape (n_bins, n_frames): mel bands or FFT bins
@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from melstore.audio import fix_length, resample
 from melstore.errors import ConfigError
-from melstore.kinds import feature_kind
+from melstore.features.audio import fix_length, resample
+from melstore.features.kinds import feature_kind
 
 PEAK_FLOOR_DB = -100.0  # a clip's peak_db when it holds no power: 10 log10(1e-10)
 

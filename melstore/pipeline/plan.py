@@ -7,13 +7,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from melstore import demo
-from melstore.config import validate_config
 from melstore.errors import ConfigError
-from melstore.features import FeatureParams
-from melstore.manifest import Manifest, build_manifest, manifest_from_listing, metadata_csv
-from melstore.presets import check_feature_set_names, resolve_feature_set
-from melstore.shards import assign_shards
+from melstore.features.extractor import FeatureParams
+from melstore.features.presets import check_feature_set_names, resolve_feature_set
+from melstore.pipeline import demo
+from melstore.pipeline.config import validate_config
+from melstore.pipeline.manifest import Manifest, build_manifest, manifest_from_listing, metadata_csv
+from melstore.pipeline.shards import assign_shards
 
 # Folders the workflow writes, relative to the working directory.
 OUTPUT_FOLDERS = ("results", "logs", ".snakemake")

@@ -1,4 +1,4 @@
-"""Figures of a store, for ``melstore show`` and the Snakemake report (:mod:`melstore.report`).
+"""Figures of a store, for ``melstore show`` and the Snakemake report.
 
 Figures are built on :class:`matplotlib.figure.Figure` objects, not pyplot,
 so they render with the Agg canvas whatever backend a caller has chosen, and
@@ -18,12 +18,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from melstore.audio import decode, file_checksum
 from melstore.errors import MelstoreError
-from melstore.features import FeatureExtractor, FeatureParams, Frontend
+from melstore.features.audio import decode, file_checksum
+from melstore.features.extractor import FeatureExtractor, FeatureParams, Frontend
+from melstore.features.kinds import feature_kind
 from melstore.files import atomic_path
-from melstore.kinds import feature_kind
-from melstore.reader import Store
+from melstore.store.reader import Store
 
 CMAP = "magma"
 # mel axes mark the top 5 octaves in range, as librosa's "mel" axis does (512 ... 8192 Hz)
@@ -84,7 +84,7 @@ def draw_spectrogram(ax, values: np.ndarray, *, params: Mapping, axes, **kwargs)
         (n_bins, n_frames) values to show.
     params : mapping
         The store's parameters (decide the frequency scale).
-    axes : melstore.reader.Axes
+    axes : melstore.store.reader.Axes
         Frequencies of the rows and times of the frames.
     **kwargs
         Passed on to :func:`librosa.display.specshow` (``vmin``, ``vmax``...).

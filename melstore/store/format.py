@@ -52,7 +52,7 @@ from melstore.files import remove_stale_siblings, temporary_sibling
 if TYPE_CHECKING:  # extraction jobs write without pandas; readers need no feature code
     import pandas as pd
 
-    from melstore.features import FeatureParams
+    from melstore.features.extractor import FeatureParams
 
 Table = Mapping[str, np.ndarray]  # column name -> values, e.g. a DataFrame or a dict
 

@@ -26,10 +26,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from melstore.audio import file_checksum
 from melstore.errors import AudioError
-from melstore.shards import shard_key
-from melstore.store import SHARD_COLUMNS, OpenStores, StoreWriter, read_columns
+from melstore.features.audio import file_checksum
+from melstore.pipeline.shards import shard_key
+from melstore.store.format import SHARD_COLUMNS, OpenStores, StoreWriter, read_columns
 
 # Beside a feature set's shard files: a hard link to each one's last build, for
 # its next build to reuse (Snakemake deletes a job's output before it reruns).

@@ -8,8 +8,8 @@ parameter. After resolution every parameter is explicit, so the stored
 from __future__ import annotations
 
 from melstore.errors import ConfigError
-from melstore.features import FeatureParams
-from melstore.kinds import FeatureKind, feature_kind
+from melstore.features.extractor import FeatureParams
+from melstore.features.kinds import FeatureKind, feature_kind
 
 # librosa's melspectrogram and power_to_db, with every default of librosa 0.11
 # spelled out (defaults drift between versions), on 3 s clips and no deltas.

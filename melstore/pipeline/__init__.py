@@ -1,0 +1,1 @@
+"""The workflow's work: the plan, manifest, shards, extraction, reuse, gather and job adapter."""

@@ -1,0 +1,1 @@
+"""Figures and tables of a finished store, and the linear baseline of `snakemake evaluate`."""
