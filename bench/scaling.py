@@ -85,6 +85,14 @@ def write_clips(root: Path, n_files: int) -> dict[str, list[tuple[str, str, str]
     return entries
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the job's pool worker)."""
+    own, children = (
+        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def extraction_cost(root: Path, entries, work: Path) -> tuple[list[list], dict[str, Path]]:
     """CPU ms per clip for each feature set and format; the shard files written."""
     rows, shards = [], {}
@@ -93,7 +101,7 @@ def extraction_cost(root: Path, entries, work: Path) -> tuple[list[list], dict[s
         Frontend.build(params)  # the first build imports librosa: not a per-clip cost
         for container, clips in entries.items():
             out = work / f"{name}-{container}.h5"
-            cpu, wall = time.process_time(), time.perf_counter()
+            cpu, wall = cpu_seconds(), time.perf_counter()
             extract_shard(
                 entries=clips,
                 root=root,
@@ -101,7 +109,7 @@ def extraction_cost(root: Path, entries, work: Path) -> tuple[list[list], dict[s
                 out_path=out,
                 feature_set=name,
             )
-            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
             with h5py.File(out, "r") as f:
                 shape = f["features"].shape
             per_clip = [f"{1000 * seconds / len(clips):.1f}" for seconds in (cpu, wall)]
