@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core per job, as in the pip
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import dataclasses  # noqa: E402
+import resource  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
