@@ -27,7 +27,7 @@ import numpy as np
 from melstore.errors import AudioError, MelstoreError
 from melstore.features.audio import decode, file_checksum
 from melstore.features.extractor import FeatureExtractor, FeatureParams, Frontend
-from melstore.pipeline.reuse import PreviousBuild, checksums, rebuild_reason
+from melstore.pipeline.reuse import PreviousBuild, checksum, rebuild_reason
 from melstore.store.format import (
     FAILURE_COLUMNS,
     OpenStores,
@@ -42,6 +42,8 @@ log = logging.getLogger("melstore")
 
 # Files handed to a worker at a time: fewer round trips, and workers still finish together.
 CHUNKSIZE = 16
+# Files hashed by a worker at a time, to find the unchanged ones: hashing is quick.
+HASH_CHUNKSIZE = 256
 
 
 def extract_shard(
@@ -92,17 +94,8 @@ def extract_shard(
     build = {"params": p.to_dict(), "versions": library_versions(), "code": code}
     name = f"{feature_set}/{Path(out_path).stem}"
     earlier = PreviousBuild(previous, build=build)
-    # hashed here only where a clip could be copied; otherwise the workers hash what they decode
-    hashed = checksums(root, entries) if earlier.clips else {}
-    copies = [earlier.find(clip_id, path, hashed.get(path)) for clip_id, path, _ in entries]
-    say(f"{name}: {rebuild_reason(earlier.last_build, build, entries, hashed, out_path)}")
-    todo = [
-        (*entry, hashed.get(entry[1]))
-        for entry, copy in zip(entries, copies, strict=True)
-        if copy is None
-    ]
-    frontend = extractor_for(p).frontend  # built before the workers fork, so they share it
-    progress = Progress(name, total=len(todo), reused=len(entries) - len(todo))
+    frontend = Frontend.from_arrays(p, earlier.frontend) if earlier.frontend else Frontend.build(p)
+    compute = functools.partial(compute_clip, extractor=FeatureExtractor(frontend), root=root)
     records, failures = [], []
     with (
         StoreWriter(out_path, n_bins=p.n_bins, n_frames=p.n_frames, channels=p.channels) as writer,
@@ -114,7 +107,21 @@ def extract_shard(
             initargs=(signal.SIGINT, signal.SIG_IGN),
         ) as pool,
     ):
-        compute = functools.partial(compute_clip, root=os.fspath(root), params=p)
+        # hashed first only where a clip could be copied; else the workers hash what they decode
+        hashed = {}
+        if earlier.clips:
+            readable = [path for _, path, problem in entries if not problem]
+            sources = [os.path.join(root, path) for path in readable]
+            sums = pool.map(checksum, sources, chunksize=HASH_CHUNKSIZE)
+            hashed = {path: sum_ for path, sum_ in zip(readable, sums, strict=True) if sum_}
+        copies = [earlier.find(clip_id, path, hashed.get(path)) for clip_id, path, _ in entries]
+        say(f"{name}: {rebuild_reason(earlier.last_build, build, entries, hashed, out_path)}")
+        todo = [
+            (*entry, hashed.get(entry[1]))
+            for entry, copy in zip(entries, copies, strict=True)
+            if copy is None
+        ]
+        progress = Progress(name, total=len(todo), reused=len(entries) - len(todo))
         computed = naming_a_dead_worker(pool.map(compute, todo, chunksize=CHUNKSIZE), todo)
         try:
             for (clip_id, path, _), copy in zip(entries, copies, strict=True):
@@ -147,27 +154,20 @@ def extract_shard(
     progress.done()
 
 
-@functools.cache  # one per process and feature set: forked workers inherit the parent's
-def extractor_for(params: FeatureParams) -> FeatureExtractor:
-    """The feature extractor of ``params``, with its window and filter bank built once."""
-    return FeatureExtractor(Frontend.build(params))
-
-
 def compute_clip(
-    entry: tuple[str, str, str, str | None], *, root: str, params: FeatureParams
+    entry: tuple[str, str, str, str | None], *, extractor: FeatureExtractor, root: str | Path
 ) -> str | tuple[np.ndarray, tuple]:
     """One clip's features and computed columns, or the reason it failed.
 
     ``entry`` is (clip_id, path, problem, checksum or None if not hashed yet).
     """
-    _, path, problem, checksum = entry
-    extractor = extractor_for(params)
+    _, path, problem, known_checksum = entry
     try:
         if problem:
             raise AudioError(problem)
         source = os.path.join(root, path)
-        checksum = checksum or file_checksum(source)  # also reports an unreadable file
-        y, info = decode(source, max_duration=params.duration)
+        checksum = known_checksum or file_checksum(source)  # also reports an unreadable file
+        y, info = decode(source, max_duration=extractor.params.duration)
         clip = extractor(y, sr=info.sample_rate)
         if not np.isfinite(clip.features).all():
             raise AudioError("features are not finite")

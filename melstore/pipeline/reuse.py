@@ -11,7 +11,8 @@ path and the same content checksum, and the shard was built with the same
 parameters, library versions and extraction code. So no clip is ever copied
 from a file whose bytes changed, and ``--forcerun extract`` gives a clean
 build's bytes. ``reuse_clips: false`` in the config computes every clip instead.
-The same previous build tells the one-line reason a shard is rebuilt.
+The same previous build tells the one-line reason a shard is rebuilt, and lends
+its window and filter bank, so that a rerun need not build them with librosa.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class PreviousBuild:
     def __init__(self, paths: Sequence[str | Path], *, build: dict):
         self.clips: dict[tuple, PreviousBuild.Clip] = {}
         self.last_build: LastBuild | None = None
+        self.frontend: dict[str, np.ndarray] = {}  # window and filter bank, if built alike
         for path in map(str, paths):
             try:
                 with h5py.File(path, "r") as shard:
@@ -139,6 +141,8 @@ class PreviousBuild:
                     )
                     if built_alike(shard, build):
                         self._add(path, table)
+                        if not self.frontend and "frontend" in shard:
+                            self.frontend = {k: v[()] for k, v in shard["frontend"].items()}
             except (OSError, KeyError):
                 continue  # vanished, or not a complete shard file: nothing to reuse
 
@@ -252,15 +256,9 @@ def built_alike(shard: h5py.File, build: dict) -> bool:
     )
 
 
-def checksums(root: str | Path, entries: Sequence[Sequence[str]]) -> dict[str, str]:
-    """The content checksum of every readable file of ``entries`` (the workers report the rest)."""
-    checksums = {}
-    for _, path, problem in entries:
-        if not problem:
-            with suppress(AudioError):
-                checksums[path] = file_checksum(os.path.join(root, path))
-    return checksums
-
-
-# The worker processes' state, set before they fork (fork copies it for free).
-_worker: dict = {}
+def checksum(path: str) -> str | None:
+    """The content checksum of a file, or None if it cannot be read (the job reports why)."""
+    try:
+        return file_checksum(path)
+    except AudioError:
+        return None
