@@ -183,8 +183,29 @@ class FeatureKind(ABC):
         """What the linear spectrogram behind the stored values is."""
 
 
+class _MelKind(FeatureKind):
+    """A kind whose rows are mel bands: a framed STFT projected on its filter bank."""
+
+    def power_spectrogram(
+        self,
+        y: np.ndarray,
+        *,
+        params: FeatureParams,
+        window: np.ndarray,
+        filterbank: csr_array | None,
+    ) -> np.ndarray:
+        return _mel_spectrogram(
+            y,
+            params=params,
+            window=window,
+            filterbank=filterbank,
+            frame_length=self.frame_length(params),
+            centred=self.centred(params),
+        )
+
+
 @register_kind
-class LogMel(FeatureKind):
+class LogMel(_MelKind):
     """librosa's ``melspectrogram`` followed by ``power_to_db``.
 
     The STFT framing is librosa's (``center``, ``pad_mode``, periodic window
@@ -226,23 +247,6 @@ class LogMel(FeatureKind):
             n_mels=params.n_mels + 2, fmin=params.fmin, fmax=params.fmax, htk=params.htk
         )[1:-1]
         return _padded_window(params), filterbank, centres
-
-    def power_spectrogram(
-        self,
-        y: np.ndarray,
-        *,
-        params: FeatureParams,
-        window: np.ndarray,
-        filterbank: csr_array | None,
-    ) -> np.ndarray:
-        return _mel_spectrogram(
-            y,
-            params=params,
-            window=window,
-            filterbank=filterbank,
-            frame_length=self.frame_length(params),
-            centred=self.centred(params),
-        )
 
     def log(self, power: np.ndarray, *, params: FeatureParams, peak: float) -> np.ndarray:
         """``librosa.power_to_db(power, ref=..., amin=..., top_db=...)``, in float32.
@@ -348,7 +352,7 @@ class LogSpec(FeatureKind):
 
 
 @register_kind
-class VGGish(FeatureKind):
+class VGGish(_MelKind):
     """VGGish's ``mel_features.log_mel_spectrogram``.
 
     Frames of ``win_length`` samples every ``hop_length``, neither centred nor
@@ -383,23 +387,6 @@ class VGGish(FeatureKind):
         )
         # the window is not centred: rfft zero-pads frames at the end
         return _window(params), filterbank.astype(np.float32), centres
-
-    def power_spectrogram(
-        self,
-        y: np.ndarray,
-        *,
-        params: FeatureParams,
-        window: np.ndarray,
-        filterbank: csr_array | None,
-    ) -> np.ndarray:
-        return _mel_spectrogram(
-            y,
-            params=params,
-            window=window,
-            filterbank=filterbank,
-            frame_length=self.frame_length(params),
-            centred=self.centred(params),
-        )
 
     def log(self, power: np.ndarray, *, params: FeatureParams, peak: float) -> np.ndarray:
         return np.log(power + np.float32(params.amin))
