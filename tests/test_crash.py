@@ -101,7 +101,7 @@ def test_a_second_run_on_the_same_directory_is_refused_by_the_lock(tmp_path):
 
 def test_ctrl_c_gives_one_line_per_interrupted_job_and_the_rerun_resumes(tmp_path):
     root = tmp_path / "data"
-    make_dataset(root)
+    make_dataset(root, n=800)  # seconds of work per set, so that Ctrl-C lands inside a job
     workdir = tmp_path / "work"
     two_sets = {**config(root), "features": ["seed", "logspec"], "shard_size": 1000}
     run_snakemake(workdir, two_sets, "-n")  # writes my.yaml
@@ -117,7 +117,7 @@ def test_ctrl_c_gives_one_line_per_interrupted_job_and_the_rerun_resumes(tmp_pat
     while not any("files" in log.read_text() for log in logs.rglob("*.log")):
         assert time.monotonic() < deadline and process.poll() is None, "no extraction started"
         time.sleep(0.1)
-    time.sleep(0.5)
+    time.sleep(0.2)
     os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
     output = process.communicate(timeout=120)[0]
 
