@@ -100,16 +100,20 @@ def test_fail_mode_stops_the_workers_at_the_first_bad_file(clips, tmp_path, monk
     assert set(threading.enumerate()) <= threads
 
 
-def last_build(files, **changed):
+def last_build(files, *, own=True, **changed):
     build = {"params": SEED.to_dict(), "versions": {"librosa": "0.11.0"}, "code": "abc"}
-    return reuse.LastBuild({**build, **changed}, files)
+    return reuse.LastBuild({**build, **changed}, files, own=own)
+
+
+def reason(last, build, entries, stats, out_path="s.h5"):
+    changes = last.changes(build, entries, stats, out_path) if last else []
+    return reuse.rebuild_reason(last, changes, n_files=len(entries))
 
 
 def test_the_rebuild_reason_names_changed_parameters_versions_and_code():
     now = {"params": {**SEED.to_dict(), "n_mels": 40}, "versions": {"librosa": "1.0.0"},
            "code": "def"}  # fmt: skip
-    reason = reuse.rebuild_reason(last_build({}), now, [], {}, "s.h5")
-    assert reason == (
+    assert reason(last_build({}), now, [], {}) == (
         "rebuilding: n_mels: 128 -> 40; librosa: 0.11.0 -> 1.0.0; extraction code changed"
     )
 
@@ -117,19 +121,21 @@ def test_the_rebuild_reason_names_changed_parameters_versions_and_code():
 def test_the_rebuild_reason_names_the_first_files_that_changed_and_counts_the_rest():
     build = last_build({}).build
     paths = [f"f{i}.wav" for i in range(6)]
-    old = {path: (path[:-4], "old") for path in paths[:5]}  # f5 is new
+    old = {path: (path[:-4], (10, 1)) for path in paths[:5]}  # f5 is new
     entries = [(path[:-4], path, "") for path in paths[1:]]  # f0 is gone
-    checksums = {path: "old" if path == "f1.wav" else "new" for path in paths}
-    reason = reuse.rebuild_reason(last_build(old), build, entries, checksums, "s.h5")
-    assert reason == (
+    # f1 unchanged; f2 another size, f3 another mtime (even older), f4 both
+    stats = {"f1.wav": (10, 1), "f2.wav": (11, 1), "f3.wav": (10, 0), "f4.wav": (9, 2),
+             "f5.wav": (10, 1)}  # fmt: skip
+    assert reason(last_build(old), build, entries, stats) == (
         "rebuilding: 3 file(s) changed: f2.wav, f3.wav, f4.wav; 1 file(s) added: f5.wav; "
         "1 file(s) removed: f0.wav"
     )
-    many = {f"g{i}.wav": "new" for i in range(5)}
-    old_many = {path: (path, "old") for path in many}
+    many = {f"g{i}.wav": (1, 2) for i in range(5)}
+    old_many = {path: (path, (1, 1)) for path in many}
     entries = [(path, path, "") for path in many]
-    reason = reuse.rebuild_reason(last_build(old_many), build, entries, many, "s.h5")
-    assert reason == "rebuilding: 5 file(s) changed: g0.wav, g1.wav, g2.wav and 2 more"
+    assert reason(last_build(old_many), build, entries, many) == (
+        "rebuilding: 5 file(s) changed: g0.wav, g1.wav, g2.wav and 2 more"
+    )
 
 
 def test_a_removed_file_is_named_only_by_the_shard_it_belonged_to():
@@ -139,21 +145,25 @@ def test_a_removed_file_is_named_only_by_the_shard_it_belonged_to():
     ids = [f"clip{i}" for i in range(40)]
     ours = [clip for clip in ids if shard_key(clip).startswith("0")]
     gone = ours[0]
-    old = {f"{clip}.wav": (clip, "x") for clip in ids}  # the parent shard held all 40
+    old = {f"{clip}.wav": (clip, (1, 1)) for clip in ids}  # the parent shard held all 40
     entries = [(clip, f"{clip}.wav", "") for clip in ours[1:]]
-    checksums = {path: "x" for _, path, _ in entries}
-    reason = reuse.rebuild_reason(last_build(old), build, entries, checksums, "s0.h5")
-    assert reason == f"rebuilding: 1 file(s) removed: {gone}.wav"
+    stats = {path: (1, 1) for _, path, _ in entries}
+    assert reason(last_build(old, own=False), build, entries, stats, "s0.h5") == (
+        f"rebuilding: 1 file(s) removed: {gone}.wav"
+    )
 
 
-def test_a_forced_or_first_build_says_so():
+def test_a_forced_first_or_split_build_says_so():
     build = last_build({}).build
     entries = [("a", "a.wav", "")]
-    same = reuse.rebuild_reason(last_build({"a.wav": ("a", "x")}), build, entries,
-                                  {"a.wav": "x"}, "s.h5")  # fmt: skip
-    assert same == "forced: no file or parameter changed since the last build"
-    assert reuse.rebuild_reason(None, build, entries, {}, "s.h5") == (
-        "building 1 files (no earlier build kept)"
+    kept = {"a.wav": ("a", (1, 1))}
+    assert reason(last_build(kept), build, entries, {"a.wav": (1, 1)}) == (
+        "forced: no file or parameter changed since the last build; computing every clip"
+    )
+    assert reason(None, build, entries, {}) == "building 1 files (no earlier build kept)"
+    # a new shard name: nothing changed, but it was not forced
+    assert reason(last_build(kept, own=False), build, entries, {"a.wav": (1, 1)}, "s0.h5") == (
+        "building 1 files of a new shard, from those it was split or merged from"
     )
 
 

@@ -293,9 +293,12 @@ def test_the_readmes_recompute_commands_rebuild_a_same_size_same_mtime_rewrite(b
         assert result.returncode == 0, result.stderr[-3000:]
         return result.stderr
 
+    before = outputs(workdir)
     output = run_readme(commands["one set"])
     assert "melstore: a/s" in output and "melstore: b/s" not in output
-    assert "rebuilding: 1 file(s) changed: class2/clip05.wav" in output
+    assert "forced: no file or parameter changed since the last build" in output
+    shards = rewritten(before, outputs(workdir), "results/inc/shards/")
+    assert computed_and_reused(workdir, shards) == (N_FILES, 0)  # every shard of set a
     assert [verify(store).returncode for store in stores.values()] == [0, 1]
     output = run_readme(commands["every set"])
     assert [verify(store).returncode for store in stores.values()] == [0, 0]
@@ -308,11 +311,30 @@ def test_the_readmes_recompute_commands_rebuild_a_same_size_same_mtime_rewrite(b
 
 def test_reuse_clips_false_computes_every_clip_and_changing_it_reruns_nothing(built):
     root, workdir = built
-    stores = {name: sha256(workdir / f"results/inc/{name}.h5") for name in ("a", "b")}
     off = {**config(root), "reuse_clips": False}
     assert "Nothing to be done" in run_snakemake(workdir, off).stderr
     before = outputs(workdir)
-    run_snakemake(workdir, off, "--forcerun", "extract")
+    write_audio(root / "class2/clip05.wav", tone(16000, 0.2, 2, 1234, 7) * 0.1, 16000)
+    run_snakemake(workdir, off)
     shards = rewritten(before, outputs(workdir), "results/inc/shards/")
-    assert computed_and_reused(workdir, shards) == (2 * N_FILES, 0)
+    computed, reused = computed_and_reused(workdir, shards)
+    assert len(shards) == 2 and computed > 2 and reused == 0  # its shard, in each set
+    clean = workdir.parent / "clean"
+    run_snakemake(clean, config(root))
+    for name in ("a", "b"):
+        assert sha256(workdir / f"results/inc/{name}.h5") == sha256(
+            clean / f"results/inc/{name}.h5"
+        )
+
+
+def test_a_file_touched_without_a_change_is_computed_again_alone(built):
+    root, workdir = built
+    stores = {name: sha256(workdir / f"results/inc/{name}.h5") for name in ("a", "b")}
+    before = outputs(workdir)
+    os.utime(root / "class0/clip02.wav")
+    result = run_snakemake(workdir, config(root))
+    assert result.stderr.count("rebuilding: 1 file(s) changed: class0/clip02.wav") == 2
+    shards = rewritten(before, outputs(workdir), "results/inc/shards/")
+    computed, reused = computed_and_reused(workdir, shards)
+    assert len(shards) == 2 and computed == 2 and reused >= 2  # one shard per set
     assert {name: sha256(workdir / f"results/inc/{name}.h5") for name in stores} == stores

@@ -5,7 +5,9 @@ clips to compute go through one plain :class:`~concurrent.futures.ProcessPoolExe
 ``map`` of :func:`compute_clip`, one worker per thread the job was given; the
 job writes the outcomes in manifest order, so a shard is the same for any
 worker count. Clips whose files are unchanged since the shard's previous build
-are copied from it (:mod:`melstore.pipeline.reuse`).
+are copied from it (:mod:`melstore.pipeline.reuse`). A clean build's window and
+filter bank are built with librosa in a worker, so that the job's parent, whose
+memory every forked worker would count again, never imports it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 from melstore.errors import AudioError, MelstoreError
 from melstore.features.audio import decode, file_checksum
 from melstore.features.extractor import FeatureExtractor, FeatureParams, Frontend
-from melstore.pipeline.reuse import PreviousBuild, checksum, rebuild_reason
+from melstore.pipeline.reuse import PreviousBuild, file_stats, rebuild_reason
 from melstore.store.format import (
     FAILURE_COLUMNS,
     OpenStores,
@@ -42,8 +44,6 @@ log = logging.getLogger("melstore")
 
 # Files handed to a worker at a time: fewer round trips, and workers still finish together.
 CHUNKSIZE = 16
-# Files hashed by a worker at a time, to find the unchanged ones: hashing is quick.
-HASH_CHUNKSIZE = 256
 
 
 def extract_shard(
@@ -93,9 +93,17 @@ def extract_shard(
     p = FeatureParams.from_dict(params)
     build = {"params": p.to_dict(), "versions": library_versions(), "code": code}
     name = f"{feature_set}/{Path(out_path).stem}"
-    earlier = PreviousBuild(previous, build=build)
-    frontend = Frontend.from_arrays(p, earlier.frontend) if earlier.frontend else Frontend.build(p)
-    compute = functools.partial(compute_clip, extractor=FeatureExtractor(frontend), root=root)
+    earlier = PreviousBuild(previous, build=build, name=Path(out_path).name)
+    stats = file_stats(root, [path for _, path, problem in entries if not problem])
+    last = earlier.last_build
+    changes = last.changes(build, entries, stats, out_path) if last else []
+    say(f"{name}: {rebuild_reason(last, changes, n_files=len(entries))}")
+    forced = last is not None and last.own and not changes
+    copies = [
+        None if forced else earlier.find(clip_id, path, stats.get(path))
+        for clip_id, path, _ in entries
+    ]
+    todo = [entry for entry, copy in zip(entries, copies, strict=True) if copy is None]
     records, failures = [], []
     with (
         StoreWriter(out_path, n_bins=p.n_bins, n_frames=p.n_frames, channels=p.channels) as writer,
@@ -107,20 +115,12 @@ def extract_shard(
             initargs=(signal.SIGINT, signal.SIG_IGN),
         ) as pool,
     ):
-        # hashed first only where a clip could be copied; else the workers hash what they decode
-        hashed = {}
-        if earlier.clips:
-            readable = [path for _, path, problem in entries if not problem]
-            sources = [os.path.join(root, path) for path in readable]
-            sums = pool.map(checksum, sources, chunksize=HASH_CHUNKSIZE)
-            hashed = {path: sum_ for path, sum_ in zip(readable, sums, strict=True) if sum_}
-        copies = [earlier.find(clip_id, path, hashed.get(path)) for clip_id, path, _ in entries]
-        say(f"{name}: {rebuild_reason(earlier.last_build, build, entries, hashed, out_path)}")
-        todo = [
-            (*entry, hashed.get(entry[1]))
-            for entry, copy in zip(entries, copies, strict=True)
-            if copy is None
-        ]
+        frontend = (
+            Frontend.from_arrays(p, earlier.frontend)
+            if earlier.frontend
+            else pool.submit(Frontend.build, p).result()
+        )
+        compute = functools.partial(compute_clip, extractor=FeatureExtractor(frontend), root=root)
         progress = Progress(name, total=len(todo), reused=len(entries) - len(todo))
         computed = naming_a_dead_worker(pool.map(compute, todo, chunksize=CHUNKSIZE), todo)
         try:
@@ -139,7 +139,7 @@ def extract_shard(
                     continue
                 features, record = outcome
                 writer.append(features)
-                records.append((clip_id, path, *record))
+                records.append((clip_id, path, *record, *stats.get(path, (-1, -1))))
                 progress.update()
         except BaseException:
             pool.shutdown(cancel_futures=True)  # map() queued every file: drop the rest
@@ -155,18 +155,18 @@ def extract_shard(
 
 
 def compute_clip(
-    entry: tuple[str, str, str, str | None], *, extractor: FeatureExtractor, root: str | Path
+    entry: tuple[str, str, str], *, extractor: FeatureExtractor, root: str | Path
 ) -> str | tuple[np.ndarray, tuple]:
     """One clip's features and computed columns, or the reason it failed.
 
-    ``entry`` is (clip_id, path, problem, checksum or None if not hashed yet).
+    ``entry`` is (clip_id, path, problem).
     """
-    _, path, problem, known_checksum = entry
+    _, path, problem = entry
     try:
         if problem:
             raise AudioError(problem)
         source = os.path.join(root, path)
-        checksum = known_checksum or file_checksum(source)  # also reports an unreadable file
+        checksum = file_checksum(source)  # also reports an unreadable file
         y, info = decode(source, max_duration=extractor.params.duration)
         clip = extractor(y, sr=info.sample_rate)
         if not np.isfinite(clip.features).all():

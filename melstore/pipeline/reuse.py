@@ -7,12 +7,15 @@ How: Snakemake deletes a job's outputs before it reruns, so each finished shard
 file is also hard-linked under ``.previous/`` beside it (a link costs neither a
 copy nor space). A rerun of the shard reads its previous build, and the shards
 it was split from or merged from, and copies a clip when its file has the same
-path and the same content checksum, and the shard was built with the same
-parameters, library versions and extraction code. So no clip is ever copied
-from a file whose bytes changed, and ``--forcerun extract`` gives a clean
-build's bytes. ``reuse_clips: false`` in the config computes every clip instead.
-The same previous build tells the one-line reason a shard is rebuilt, and lends
-its window and filter bank, so that a rerun need not build them with librosa.
+path, size and modification time (what Snakemake itself trusts), and the shard
+was built with the same parameters, library versions and extraction code.
+
+A job that Snakemake reruns although none of this changed was forced
+(``--forcerun``, ``--forceall``, an incomplete output): it copies nothing, so a
+forced rerun recomputes a rewrite that kept a file's size and mtime. So does
+``reuse_clips: false`` in the config. The same previous build tells the
+one-line reason a shard is rebuilt, and lends its window and filter bank, so
+that a rerun need not build them with librosa.
 """
 
 from __future__ import annotations
@@ -27,14 +30,25 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from melstore.errors import AudioError
-from melstore.features.audio import file_checksum
 from melstore.pipeline.shards import shard_key
 from melstore.store.format import SHARD_COLUMNS, OpenStores, StoreWriter, read_columns
 
 # Beside a feature set's shard files: a hard link to each one's last build, for
 # its next build to reuse (Snakemake deletes a job's output before it reruns).
 PREVIOUS_DIR = ".previous"
+
+# A file's size and modification time (ns): a clip is reused only if both are unchanged.
+FileStat = tuple[int, int]
+
+
+def file_stats(root: str | Path, paths: Sequence[str]) -> dict[str, FileStat]:
+    """The size and mtime of each readable file (a file that cannot be stat'ed is left out)."""
+    stats = {}
+    for path in paths:
+        with suppress(OSError):  # the job reports an unreadable file when it computes it
+            stat = os.stat(os.path.join(root, path))
+            stats[path] = (stat.st_size, stat.st_mtime_ns)
+    return stats
 
 
 def previous_build(shard_file: str | Path) -> Path:
@@ -100,7 +114,54 @@ class LastBuild:
     """What the last build of a shard was made from, to say what changed since."""
 
     build: dict  # its params, versions and code
-    files: dict[str, tuple[str, str]]  # path -> (clip_id, checksum), over its trie path
+    files: dict[str, tuple[str, FileStat]]  # path -> (clip_id, stat), over its trie path
+    own: bool  # the shard's own previous build, not one it was split or merged from
+
+    def changes(
+        self, build: dict, entries: Sequence[Sequence[str]], stats: dict[str, FileStat], out_path
+    ) -> list[str]:
+        """What changed since this build, one phrase each; empty when the rerun was forced.
+
+        Parameters
+        ----------
+        build : dict
+            This build's ``params``, ``versions`` and ``code``.
+        entries : sequence of (clip_id, path, problem)
+            The shard's files now.
+        stats : dict
+            Path to (size, mtime_ns) of the files now.
+        out_path : str or Path
+            The shard file: its name (``s`` + trie prefix) tells which earlier clips were its own.
+        """
+        changes = [
+            f"{key}: {_short(old.get(key))} -> {_short(new.get(key))}"
+            for part in ("params", "versions")
+            for old, new in [(self.build[part] or {}, build[part])]
+            for key in sorted(set(old) | set(new))
+            if old.get(key) != new.get(key)
+        ]
+        if self.build["code"] != build["code"]:
+            changes.append("extraction code changed")
+        prefix = Path(out_path).stem.removeprefix("s")
+        paths = {path for _, path, _ in entries}
+        files = {
+            "changed": sorted(
+                path
+                for path in paths & self.files.keys()
+                if path in stats and stats[path] != self.files[path][1]
+            ),
+            "added": sorted(paths - self.files.keys()),
+            # earlier shards on this trie path may also hold clips that now belong to a sibling
+            "removed": sorted(
+                path
+                for path, (clip_id, _) in self.files.items()
+                if path not in paths and shard_key(clip_id).startswith(prefix)
+            ),
+        }
+        for word, names in files.items():
+            if names:
+                changes.append(f"{len(names)} file(s) {word}: {_names(names)}")
+        return changes
 
 
 class PreviousBuild:
@@ -113,7 +174,7 @@ class PreviousBuild:
         record: tuple
         frames: tuple[int, int] | None  # (offset, count) in a concatenated shard
 
-    def __init__(self, paths: Sequence[str | Path], *, build: dict):
+    def __init__(self, paths: Sequence[str | Path], *, build: dict, name: str):
         self.clips: dict[tuple, PreviousBuild.Clip] = {}
         self.last_build: LastBuild | None = None
         self.frontend: dict[str, np.ndarray] = {}  # window and filter bank, if built alike
@@ -127,18 +188,12 @@ class PreviousBuild:
                             {key: _json_attr(attrs, key) for key in ("params", "versions")}
                             | {"code": attrs.get("code")},
                             {},
+                            own=Path(path).name == name,
                         )
-                    self.last_build.files.update(
-                        zip(
-                            table["path"].tolist(),
-                            zip(
-                                table["clip_id"].tolist(),
-                                table["source_xxh128"].tolist(),
-                                strict=True,
-                            ),
-                            strict=True,
-                        )
-                    )
+                    columns = ("path", "clip_id", "source_size", "source_mtime_ns")
+                    files = zip(*(table[column].tolist() for column in columns), strict=True)
+                    for file, clip_id, *stat in files:  # the first (newest) build of a file wins
+                        self.last_build.files.setdefault(file, (clip_id, tuple(stat)))
                     if built_alike(shard, build):
                         self._add(path, table)
                         if not self.frontend and "frontend" in shard:
@@ -151,12 +206,12 @@ class PreviousBuild:
         offsets, counts = table.get("frame_offset"), table.get("n_frames")
         for row, record in enumerate(rows):
             frames = None if offsets is None else (int(offsets[row]), int(counts[row]))
-            key = (record[0], record[1], record[-1])  # id, path, checksum
-            self.clips[key] = PreviousBuild.Clip(path, row, record, frames)
+            key = (record[0], record[1], record[-2:])  # id, path, (size, mtime_ns)
+            self.clips.setdefault(key, PreviousBuild.Clip(path, row, record, frames))
 
-    def find(self, clip_id: str, path: str, checksum: str | None) -> PreviousBuild.Clip | None:
-        """The earlier clip with this id, path and source checksum, if any."""
-        return None if checksum is None else self.clips.get((clip_id, path, checksum))
+    def find(self, clip_id: str, path: str, stat: FileStat | None) -> PreviousBuild.Clip | None:
+        """The earlier clip with this id, path, size and mtime, if any."""
+        return None if stat is None else self.clips.get((clip_id, path, stat))
 
     @staticmethod
     def copy(clip: PreviousBuild.Clip, shards: OpenStores, writer: StoreWriter) -> None:
@@ -177,60 +232,14 @@ def _json_attr(attrs, key: str):
 _NAMES_SHOWN = 3
 
 
-def rebuild_reason(
-    last: LastBuild | None,
-    build: dict,
-    entries: Sequence[Sequence[str]],
-    checksums: dict[str, str],
-    out_path: str | Path,
-) -> str:
-    """One line saying why a shard is built: its first build, or what changed since the last.
-
-    Parameters
-    ----------
-    last : LastBuild or None
-        The shard's last build, if one was kept.
-    build : dict
-        This build's ``params``, ``versions`` and ``code``.
-    entries : sequence of (clip_id, path, problem)
-        The shard's files now.
-    checksums : dict
-        Path to content checksum of the files that were hashed before computing.
-    out_path : str or Path
-        The shard file: its name (``s`` + trie prefix) tells which earlier clips were its own.
-    """
+def rebuild_reason(last: LastBuild | None, changes: Sequence[str], *, n_files: int) -> str:
+    """One line saying why a shard is built: its first build, what changed, or forced."""
     if last is None:
-        return f"building {len(entries)} files (no earlier build kept)"
-    changes = [
-        f"{key}: {_short(old.get(key))} -> {_short(new.get(key))}"
-        for part in ("params", "versions")
-        for old, new in [(last.build[part] or {}, build[part])]
-        for key in sorted(set(old) | set(new))
-        if old.get(key) != new.get(key)
-    ]
-    if last.build["code"] != build["code"]:
-        changes.append("extraction code changed")
-    prefix = Path(out_path).stem.removeprefix("s")
-    paths = {path for _, path, _ in entries}
-    files = {
-        "changed": [
-            path
-            for path in sorted(paths & last.files.keys())
-            if path in checksums and checksums[path] != last.files[path][1]
-        ],
-        "added": sorted(paths - last.files.keys()),
-        # earlier shards on this trie path may also hold clips that now belong to a sibling
-        "removed": sorted(
-            path
-            for path, (clip_id, _) in last.files.items()
-            if path not in paths and shard_key(clip_id).startswith(prefix)
-        ),
-    }
-    changes += [
-        f"{len(names)} file(s) {word}: {_names(names)}" for word, names in files.items() if names
-    ]
+        return f"building {n_files} files (no earlier build kept)"
+    if not changes and not last.own:
+        return f"building {n_files} files of a new shard, from those it was split or merged from"
     if not changes:
-        return "forced: no file or parameter changed since the last build"
+        return "forced: no file or parameter changed since the last build; computing every clip"
     return "rebuilding: " + "; ".join(changes)
 
 
@@ -254,11 +263,3 @@ def built_alike(shard: h5py.File, build: dict) -> bool:
         and json.loads(attrs["params"]) == build["params"]
         and json.loads(attrs["versions"]) == build["versions"]
     )
-
-
-def checksum(path: str) -> str | None:
-    """The content checksum of a file, or None if it cannot be read (the job reports why)."""
-    try:
-        return file_checksum(path)
-    except AudioError:
-        return None

@@ -385,8 +385,10 @@ COMPUTED_COLUMNS = {
     "peak_db": "float64",
     "source_xxh128": "str",
 }
-# A shard's metadata: the clip, then its computed columns.
-SHARD_COLUMNS = {"clip_id": "str", "path": "str", **COMPUTED_COLUMNS}
+# A shard's metadata: the clip, its computed columns, then its file's size and mtime
+# when computed (shards only: a later build reuses the clip while both are unchanged).
+SHARD_COLUMNS = {"clip_id": "str", "path": "str", **COMPUTED_COLUMNS,
+                 "source_size": "int64", "source_mtime_ns": "int64"}  # fmt: skip
 
 
 def computed_table(records: Sequence[tuple]) -> dict[str, np.ndarray]:
