@@ -6,7 +6,11 @@ itself is in :mod:`melstore.report.figures`.
 
 from __future__ import annotations
 
+import functools
 import html
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +30,7 @@ def write_report(
     counts: str | Path,
     counts_table: str | Path,
     failures: str | Path,
+    processes: int = 1,
 ) -> None:
     """Write every report figure and table of one store.
 
@@ -37,23 +42,42 @@ def write_report(
         PNG files: one clip per class, the seed question, class x fold counts.
     counts_table, failures : str or Path
         HTML tables: class x fold counts with totals, and the failed files.
+    processes : int
+        Processes drawing the figures (each figure takes about half a second).
     """
-    from melstore.report import figures
+    from melstore.report import figures  # imported before the fork: workers share matplotlib
 
+    drawings = {
+        figures.class_examples_figure: classes,
+        figures.power_vs_db_figure: power_vs_db,
+        figures.counts_figure: counts,
+    }
     with Store(store) as opened:
         if not len(opened):
             raise MelstoreError(f"{opened.path} holds no clips to draw; see melstore info")
-        figures.save_figure(figures.class_examples_figure(opened), classes)
-        figures.save_figure(figures.power_vs_db_figure(opened), power_vs_db)
-        figures.save_figure(figures.counts_figure(opened), counts)
-        name = f"{opened.attrs.get('dataset', '')} / {opened.feature_set}"
-        title = f"{name}: clips per class and fold"
-        write_text(html_table(opened.class_fold_counts(), title=title), counts_table)
-        title = f"{name}: {len(opened.failures)} file(s) could not be processed"
-        table = html_table(
-            opened.failures.set_index("clip_id"), title=title, empty="Every file was read."
-        )
-        write_text(table, failures)
+    with ProcessPoolExecutor(
+        max_workers=max(1, min(processes, len(drawings))),
+        mp_context=multiprocessing.get_context("fork"),
+    ) as pool:
+        drawn = pool.map(functools.partial(draw_figure, store=store), drawings, drawings.values())
+        with Store(store) as opened:
+            name = f"{opened.attrs.get('dataset', '')} / {opened.feature_set}"
+            title = f"{name}: clips per class and fold"
+            write_text(html_table(opened.class_fold_counts(), title=title), counts_table)
+            title = f"{name}: {len(opened.failures)} file(s) could not be processed"
+            table = html_table(
+                opened.failures.set_index("clip_id"), title=title, empty="Every file was read."
+            )
+            write_text(table, failures)
+        list(drawn)  # a figure's error is raised here
+
+
+def draw_figure(figure: Callable, path: str | Path, *, store: str | Path) -> None:
+    """Draw one figure of a store to ``path`` (each process opens the store itself)."""
+    from melstore.report.figures import save_figure
+
+    with Store(store) as opened:
+        save_figure(figure(opened), path)
 
 
 def html_table(frame: pd.DataFrame, *, title: str, empty: str = "none") -> str:

@@ -27,6 +27,8 @@ rule report:
     localrule: True
     conda:
         "../../envs/melstore.yaml"
+    # one process per figure
+    threads: 3
     params:
         code=code_fingerprint(REPORT_MODULES),
     script:
