@@ -43,8 +43,8 @@ from melstore.store.format import library_versions
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "latest.md"
 STORE = "results/us8k/seed.h5"
-TARGETS = {"c/a": 1.10, "c/b": 0.70, "d_seconds": 3.0, "e/c": 0.20, "f_ms": 1.0,
-           "gather_rss_mb": 400, "extract_rss_mb": 300}  # fmt: skip
+TARGETS = {"c/a": 1.15, "c/b": 0.70, "d_seconds": 2.5, "e_seconds": 6.0, "f_ms": 1.0,
+           "gather_rss_mb": 400, "extract_rss_mb": 400}  # fmt: skip
 
 
 @dataclass
@@ -106,10 +106,14 @@ def snakemake_command(workdir: Path, cores: int, *targets: str) -> list[str]:
             "--configfile", str(workdir / "my.yaml")]  # fmt: skip
 
 
-def job_peak_rss(workdir: Path, rule: str) -> float:
-    """Largest max_rss (MB) among a rule's Snakemake benchmark files."""
+def job_peak_memory(workdir: Path, rule: str, column: str = "max_rss") -> float:
+    """Largest ``column`` (MB) among a rule's Snakemake benchmark files.
+
+    Snakemake sums the job's processes: ``max_rss`` counts the pages that forked
+    workers share with their parent once per process, ``max_pss`` once in all.
+    """
     files = list(workdir.glob(f"logs/*/benchmarks/{rule}/**/*.tsv"))
-    return max((pd.read_csv(f, sep="\t")["max_rss"].max() for f in files), default=float("nan"))
+    return max((pd.read_csv(f, sep="\t")[column].max() for f in files), default=float("nan"))
 
 
 def random_reads(store: Path, *, n: int = 1000, seed: int = 0) -> float:
@@ -176,13 +180,13 @@ def median_run(runs: list[Run]) -> Run:
 
 def report(runs: dict[str, Run], extra: dict, *, files: int, cores: int, command: str) -> str:
     b, c = runs["b"], runs["c"]
-    ratios = {"c/a": extra["c/a"], "c/b": c.wall / b.wall, "e/c": runs["e"].wall / c.wall}
-    store_c_a, store_e_c = extra["c'/a"], runs["e'"].wall / runs["c'"].wall
+    ratios = {"c/a": extra["c/a"], "c/b": c.wall / b.wall}
+    store_c_a, store_e = extra["c'/a"], runs["e'"].wall
     checks = {
         "c/a": ratios["c/a"] <= TARGETS["c/a"],
         "c/b": ratios["c/b"] <= TARGETS["c/b"],
         "d_seconds": runs["d"].wall <= TARGETS["d_seconds"],
-        "e/c": ratios["e/c"] <= TARGETS["e/c"],
+        "e_seconds": runs["e"].wall <= TARGETS["e_seconds"],
         "f_ms": extra["f_ms"] <= TARGETS["f_ms"],
         "gather_rss_mb": extra["gather_rss_mb"] <= TARGETS["gather_rss_mb"],
         "extract_rss_mb": extra["extract_rss_mb"] <= TARGETS["extract_rss_mb"],
@@ -210,15 +214,17 @@ def report(runs: dict[str, Run], extra: dict, *, files: int, cores: int, command
         row("c/a (pipeline vs lean script)", f"{ratios['c/a']:.2f}", TARGETS["c/a"], "c/a"),
         row("c/b (pipeline vs seed recipe)", f"{ratios['c/b']:.2f}", TARGETS["c/b"], "c/b"),
         row("(d) no-op rerun", f"{runs['d'].wall:.2f} s", f"{TARGETS['d_seconds']} s", "d_seconds"),
-        row("e/c (one file changed)", f"{ratios['e/c']:.2f}", TARGETS["e/c"], "e/c"),
+        row("(e) one file changed", f"{runs['e'].wall:.2f} s", f"{TARGETS['e_seconds']} s",
+            "e_seconds"),
         row("(f) random read", f"{extra['f_ms']:.3f} ms", f"{TARGETS['f_ms']} ms", "f_ms"),
         row("gather peak RSS", f"{extra['gather_rss_mb']:.0f} MB",
             f"{TARGETS['gather_rss_mb']} MB", "gather_rss_mb"),
-        row("largest extraction job RSS", f"{extra['extract_rss_mb']:.0f} MB",
-            f"{TARGETS['extract_rss_mb']} MB", "extract_rss_mb"),
+        row("largest extraction job RSS", f"{extra['extract_rss_mb']:.0f} MB "
+            f"(PSS {extra['extract_pss_mb']:.0f} MB)", f"{TARGETS['extract_rss_mb']} MB",
+            "extract_rss_mb"),
         "",
         f"The store alone, without the report (the scripts draw none): c'/a {store_c_a:.2f}, "
-        f"e'/c' {store_e_c:.2f}.",
+        f"(e') {store_e:.2f} s.",
         "",
         f"Largest difference between the pipeline's features and the seed recipe's: "
         f"{extra['max_db_difference']:.5f} dB.",
@@ -311,8 +317,9 @@ def main(
     }  # fmt: skip
     store = pipeline / STORE
     extra = {
-        "gather_rss_mb": job_peak_rss(pipeline, "gather"),
-        "extract_rss_mb": job_peak_rss(pipeline, "extract"),
+        "gather_rss_mb": job_peak_memory(pipeline, "gather"),
+        "extract_rss_mb": job_peak_memory(pipeline, "extract"),
+        "extract_pss_mb": job_peak_memory(pipeline, "extract", "max_pss"),
         "max_db_difference": max_db_difference(store, workdir / "seed.h5"),
     }
     default_target = snakemake_command(pipeline, cores)

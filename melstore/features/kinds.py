@@ -412,10 +412,9 @@ def _window(params: FeatureParams) -> np.ndarray:
 
 def _padded_window(params: FeatureParams) -> np.ndarray:
     """:func:`_window` zero-padded on both sides to ``n_fft`` samples."""
-    window = _window(params)
-    # librosa.util.pad_center, without importing librosa.util.utils (60 MB of numba code)
-    left = (params.n_fft - params.win_length) // 2
-    return np.pad(window, (left, params.n_fft - params.win_length - left))
+    import librosa
+
+    return librosa.util.pad_center(_window(params), size=params.n_fft)
 
 
 def _mel_spectrogram(
@@ -444,7 +443,7 @@ def _mel_spectrogram(
         Pad ``n_fft // 2`` samples on both sides (``pad_mode``), as librosa's
         ``center=True`` does; else frame from the first sample.
     """
-    from scipy.fft import rfft  # already loaded: FeatureExtractor imports it before the fork
+    from scipy.fft import rfft  # already loaded by FeatureExtractor
 
     p = params
     if centred:
