@@ -6,23 +6,23 @@ import sys
 import pytest
 from conftest import run_python
 
+PINNED_POOLS = (
+    "import os\n"
+    "from melstore.pipeline.runtime import pin_threads, THREAD_ENV_VARS\n"
+    "{before}pin_threads(1)\n{after}"
+    "import scipy.fft, scipy.sparse.linalg\n"
+    "from threadpoolctl import threadpool_info\n"
+    "print(sorted({{str(pool['num_threads']) for pool in threadpool_info()}}),"
+    " sorted({{os.environ[v] for v in THREAD_ENV_VARS}}), len(threadpool_info()) > 0)\n"
+)
 
-def test_pin_threads_sets_every_pool_before_numpy_loads():
-    result = run_python(
-        "from melstore.pipeline.runtime import pin_threads, THREAD_ENV_VARS\n"
-        "import os\n"
-        "pin_threads(3)\n"
-        "import numpy\n"
-        "print(sorted({os.environ[v] for v in THREAD_ENV_VARS}))\n"
-    )
-    assert result.stdout.strip() == "['3']", result.stderr
 
-
-def test_pin_threads_refuses_to_run_after_numpy():
-    result = run_python(
-        "import numpy\nfrom melstore.pipeline.runtime import pin_threads\npin_threads(1)\n"
-    )
-    assert result.returncode != 0 and "before numpy is imported" in result.stderr
+@pytest.mark.parametrize("numpy_first", [True, False], ids=["numpy-loaded", "numpy-later"])
+def test_pin_threads_limits_every_pool_whether_loaded_before_or_after(numpy_first):
+    load = "import numpy\n"
+    before, after = (load, "") if numpy_first else ("", load)
+    result = run_python(PINNED_POOLS.format(before=before, after=after))
+    assert result.stdout.strip() == "['1'] ['1'] True", result.stderr
 
 
 FAULTS_PER_CLIP = """

@@ -16,9 +16,9 @@ from melstore.pipeline.runtime import pin_threads, retain_freed_memory
 def snakemake_job(snakemake):
     """Tune the process, log to the rule's log file, and turn expected errors into one line.
 
-    Must be entered before numpy and h5py are imported. A :class:`MelstoreError` (bad
-    input, bad configuration) or a full disk ends the job with a one-line
-    message and no traceback; anything else is a bug and keeps its traceback.
+    A :class:`MelstoreError` (bad input, bad configuration) or a full disk ends
+    the job with a one-line message and no traceback; anything else is a bug
+    and keeps its traceback.
     """
     pin_threads(1)  # parallel work is done by processes (see extract), never threads
     retain_freed_memory()

@@ -2,7 +2,6 @@
 
 import ctypes
 import os
-import sys
 
 THREAD_ENV_VARS = (
     "OMP_NUM_THREADS",
@@ -15,26 +14,23 @@ THREAD_ENV_VARS = (
 
 
 def pin_threads(threads: int) -> None:
-    """Limit every native thread pool of this process to ``threads``.
+    """Limit every native thread pool of this process to ``threads``, loaded or not.
 
     Parallel processes with default pools oversubscribe the cores
-    (docs/design.md). The pools read these variables when their library
-    loads, so this must run before numpy is imported.
+    (docs/design.md). Pools already loaded are limited through threadpoolctl;
+    the environment variables size those whose libraries load later.
 
     Parameters
     ----------
     threads : int
         Number of threads the job was granted.
-
-    Raises
-    ------
-    RuntimeError
-        If numpy was imported before the pools could be sized.
     """
-    if "numpy" in sys.modules:
-        raise RuntimeError("pin_threads() must run before numpy is imported")
+    from threadpoolctl import threadpool_limits
+
+    threads = max(1, int(threads))
     for name in THREAD_ENV_VARS:
-        os.environ[name] = str(max(1, int(threads)))
+        os.environ[name] = str(threads)
+    threadpool_limits(limits=threads)
 
 
 # glibc mallopt parameters (malloc.h)
