@@ -5,9 +5,8 @@ clips to compute go through one plain :class:`~concurrent.futures.ProcessPoolExe
 ``map`` of :func:`compute_clip`, one worker per thread the job was given; the
 job writes the outcomes in manifest order, so a shard is the same for any
 worker count. Clips whose files are unchanged since the shard's previous build
-are copied from it (:mod:`melstore.pipeline.reuse`). A clean build's window and
-filter bank are built with librosa in a worker, so that the job's parent, whose
-memory every forked worker would count again, never imports it.
+are copied from it (:mod:`melstore.pipeline.reuse`), and so are its window and
+filter bank; a clean build makes them in :func:`build_frontend`.
 """
 
 from __future__ import annotations
@@ -108,18 +107,10 @@ def extract_shard(
     with (
         StoreWriter(out_path, n_bins=p.n_bins, n_frames=p.n_frames, channels=p.channels) as writer,
         OpenStores() as shards,
-        ProcessPoolExecutor(
-            max_workers=max(1, processes),
-            mp_context=multiprocessing.get_context("fork"),
-            initializer=signal.signal,  # Ctrl-C reaches the process group: the job alone reports it
-            initargs=(signal.SIGINT, signal.SIG_IGN),
-        ) as pool,
+        forked_pool(processes) as pool,
     ):
-        frontend = (
-            Frontend.from_arrays(p, earlier.frontend)
-            if earlier.frontend
-            else pool.submit(Frontend.build, p).result()
-        )
+        frontend = Frontend.from_arrays(p, earlier.frontend) if earlier.frontend else None
+        frontend = frontend or build_frontend(p)
         compute = functools.partial(compute_clip, extractor=FeatureExtractor(frontend), root=root)
         progress = Progress(name, total=len(todo), reused=len(entries) - len(todo))
         computed = naming_a_dead_worker(pool.map(compute, todo, chunksize=CHUNKSIZE), todo)
@@ -152,6 +143,28 @@ def extract_shard(
             groups={"frontend": frontend.arrays()},
         )
     progress.done()
+
+
+def forked_pool(processes: int) -> ProcessPoolExecutor:
+    """Worker processes forked from this one, which leave Ctrl-C to the job."""
+    return ProcessPoolExecutor(
+        max_workers=max(1, processes),
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=signal.signal,  # Ctrl-C reaches the process group: the job alone reports it
+        initargs=(signal.SIGINT, signal.SIG_IGN),
+    )
+
+
+def build_frontend(params: FeatureParams) -> Frontend:
+    """The window and filter bank, built with librosa in a short-lived process.
+
+    What it buys: librosa and numba never load into the job's own processes.
+    A worker that built them kept about 170 MB more than the others, and the
+    job's memory, which a cluster's limit counts, went from about 250 to 420 MB
+    on 2 cores (docs/design.md).
+    """
+    with forked_pool(1) as builder:
+        return builder.submit(Frontend.build, params).result()
 
 
 def compute_clip(
