@@ -36,8 +36,6 @@ from importlib import metadata
 from pathlib import Path
 
 import click
-import h5py
-import numpy as np
 import yaml
 
 from bench.baselines import (
@@ -134,6 +132,9 @@ def melstore_reads(store: Path, rows: list[int]) -> float:
     float
         Median ms per clip.
     """
+    import h5py
+    import numpy as np
+
     with h5py.File(store, "r") as opened:
         features = opened["features"]
         return median_ms(lambda row: np.asarray(features[row]), rows)
@@ -260,6 +261,8 @@ def hf_difference(folder: Path, store: Path, *, block: int = 512) -> float:
     float
         The largest difference; NaN rows (failed files) are ignored.
     """
+    import h5py
+    import numpy as np
     from datasets import load_from_disk
 
     table = load_from_disk(str(folder)).with_format("numpy")
