@@ -60,6 +60,16 @@ def sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def assert_stores_equal_a_clean_build(workdir, root):
+    """Each feature set's store has the bytes of a clean build of the same files."""
+    clean = workdir.parent / "clean"
+    run_snakemake(clean, config(root))
+    for name in ("a", "b"):
+        assert sha256(workdir / f"results/inc/{name}.h5") == sha256(
+            clean / f"results/inc/{name}.h5"
+        )
+
+
 def xxh128(path):
     return xxhash.xxh3_128(path.read_bytes()).hexdigest()
 
@@ -165,12 +175,7 @@ def test_modifying_a_file_reruns_its_shard_and_updates_its_row(built):
     # one decode; the shard's other clips are copied, and the result is a clean build's
     computed, reused = computed_and_reused(workdir, shards)
     assert computed == 1 and reused >= 1
-    clean = workdir.parent / "clean"
-    run_snakemake(clean, config(root))
-    for name in ("a", "b"):
-        assert sha256(workdir / f"results/inc/{name}.h5") == sha256(
-            clean / f"results/inc/{name}.h5"
-        )
+    assert_stores_equal_a_clean_build(workdir, root)
 
 
 def test_a_file_that_breaks_becomes_a_failure_row_as_in_a_clean_build(built):
@@ -180,12 +185,7 @@ def test_a_file_that_breaks_becomes_a_failure_row_as_in_a_clean_build(built):
     for name in ("a", "b"):
         failures = read_table(workdir / f"results/inc/{name}.h5", "failures")
         assert list(failures["path"]) == ["class2/clip05.wav"]
-    clean = workdir.parent / "clean"
-    run_snakemake(clean, config(root))
-    for name in ("a", "b"):
-        assert sha256(workdir / f"results/inc/{name}.h5") == sha256(
-            clean / f"results/inc/{name}.h5"
-        )
+    assert_stores_equal_a_clean_build(workdir, root)
 
 
 def test_workflow_refactors_and_docs_do_not_rerun_anything(tmp_path):
@@ -317,10 +317,7 @@ def test_the_readmes_recompute_commands_rebuild_a_same_size_same_mtime_rewrite(b
     output = run_readme(commands["every set"])
     assert [verify(store).returncode for store in stores.values()] == [0, 0]
     # no clip is reused from the rewritten file: each set equals a clean build
-    clean = workdir.parent / "clean"
-    run_snakemake(clean, config(root))
-    for name, store in stores.items():
-        assert sha256(store) == sha256(clean / f"results/inc/{name}.h5")
+    assert_stores_equal_a_clean_build(workdir, root)
 
 
 def test_reuse_clips_false_computes_every_clip_and_changing_it_reruns_nothing(built):
@@ -333,12 +330,7 @@ def test_reuse_clips_false_computes_every_clip_and_changing_it_reruns_nothing(bu
     shards = rewritten(before, outputs(workdir), "results/inc/shards/")
     computed, reused = computed_and_reused(workdir, shards)
     assert len(shards) == 2 and computed > 2 and reused == 0  # its shard, in each set
-    clean = workdir.parent / "clean"
-    run_snakemake(clean, config(root))
-    for name in ("a", "b"):
-        assert sha256(workdir / f"results/inc/{name}.h5") == sha256(
-            clean / f"results/inc/{name}.h5"
-        )
+    assert_stores_equal_a_clean_build(workdir, root)
 
 
 def test_a_file_touched_without_a_change_is_computed_again_alone(built):

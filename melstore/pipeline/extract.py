@@ -109,8 +109,9 @@ def extract_shard(
         OpenStores() as shards,
         forked_pool(processes) as pool,
     ):
-        frontend = Frontend.from_arrays(p, earlier.frontend) if earlier.frontend else None
-        frontend = frontend or build_frontend(p)
+        frontend = (
+            Frontend.from_arrays(p, earlier.frontend) if earlier.frontend else build_frontend(p)
+        )
         compute = functools.partial(compute_clip, extractor=FeatureExtractor(frontend), root=root)
         progress = Progress(name, total=len(todo), reused=len(entries) - len(todo))
         computed = naming_a_dead_worker(pool.map(compute, todo, chunksize=CHUNKSIZE), todo)
