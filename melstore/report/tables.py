@@ -55,21 +55,20 @@ def write_report(
     with Store(store) as opened:
         if not len(opened):
             raise MelstoreError(f"{opened.path} holds no clips to draw; see melstore info")
+        name = f"{opened.attrs.get('dataset', '')} / {opened.feature_set}"
+        title = f"{name}: clips per class and fold"
+        write_text(html_table(opened.class_fold_counts(), title=title), counts_table)
+        title = f"{name}: {len(opened.failures)} file(s) could not be processed"
+        table = html_table(
+            opened.failures.set_index("clip_id"), title=title, empty="Every file was read."
+        )
+        write_text(table, failures)
+    # forked once the store is closed: each worker opens it itself
     with ProcessPoolExecutor(
         max_workers=max(1, min(processes, len(drawings))),
         mp_context=multiprocessing.get_context("fork"),
     ) as pool:
-        drawn = pool.map(functools.partial(draw_figure, store=store), drawings, drawings.values())
-        with Store(store) as opened:
-            name = f"{opened.attrs.get('dataset', '')} / {opened.feature_set}"
-            title = f"{name}: clips per class and fold"
-            write_text(html_table(opened.class_fold_counts(), title=title), counts_table)
-            title = f"{name}: {len(opened.failures)} file(s) could not be processed"
-            table = html_table(
-                opened.failures.set_index("clip_id"), title=title, empty="Every file was read."
-            )
-            write_text(table, failures)
-        list(drawn)  # a figure's error is raised here
+        list(pool.map(functools.partial(draw_figure, store=store), drawings, drawings.values()))
 
 
 def draw_figure(figure: Callable, path: str | Path, *, store: str | Path) -> None:
