@@ -172,26 +172,40 @@ def export(store: Path, kind: str, output: Path | None) -> None:
     help="Where the dataset is now (default: the root recorded in the store).",
 )
 def verify(store: Path, root: str | None) -> None:
-    """Re-hash the sources of STORE and list files that changed, vanished or are new.
+    """Check STORE's values against its recorded precision, and its sources.
 
-    Prints one line per difference, then a summary on stderr. Exits 1 if
-    anything differs, 0 if the store still matches its sources.
+    Reports the recorded precision bound and checks that every stored value
+    satisfies it; then re-hashes the sources and lists files that changed,
+    vanished or are new. Prints one line per problem, then a summary on
+    stderr. Exits 1 if anything is wrong, 0 if the store matches both.
     """
     from melstore.pipeline.verify import verify_sources
+    from melstore.store.format import open_store, precision_problems
 
     start = time.perf_counter()
     with expected_errors():
+        with open_store(store) as opened:
+            bound = opened.attrs.get("precision_db")
+            measured = float(opened.attrs.get("max_error_db", 0.0))
+            problems = precision_problems(opened)
         changes = verify_sources(store, root=root)
+    for problem in problems:
+        click.echo(f"precision {problem}")
     for change in changes:
         click.echo(f"{change.kind:<8} {change.path}")
     seconds = time.perf_counter() - start
     counts = {kind: sum(c.kind == kind for c in changes) for kind in ("changed", "missing", "new")}
+    verdict = "not met" if problems else "met"
+    if bound is None:
+        precision = f"exact values ({verdict})"
+    else:
+        precision = f"precision_db {bound:g} {verdict} (largest error {measured:g})"
     click.echo(
-        f"{store}: {counts['changed']} changed, {counts['missing']} missing, {counts['new']} new "
-        f"({seconds:.1f} s)",
+        f"{store}: {precision}; {counts['changed']} changed, {counts['missing']} missing, "
+        f"{counts['new']} new ({seconds:.1f} s)",
         err=True,
     )
-    sys.exit(1 if changes else 0)
+    sys.exit(1 if changes or problems else 0)
 
 
 def clip_row(store: Store, clip: str) -> int:

@@ -12,6 +12,7 @@ with snakemake_job(snakemake):
         params=snakemake.params.features,
         out_path=snakemake.output[0],
         feature_set=snakemake.wildcards.featureset,
+        storage=snakemake.params.storage,
         # from the config, not params: a shard's content does not depend on it,
         # and the gather enforces on_error over shards built before a change
         on_error=snakemake.config["on_error"],

@@ -13,6 +13,7 @@ with snakemake_job(snakemake) as log:
         dataset=snakemake.params.dataset,
         feature_set=snakemake.wildcards.featureset,
         params=snakemake.params.features,
+        storage=snakemake.params.storage,
         on_error=snakemake.params.on_error,
         min_success=snakemake.params.min_success,
     )

@@ -14,6 +14,7 @@ from conftest import tone, write_audio
 from melstore.errors import AudioError, MelstoreError
 from melstore.features.presets import resolve_feature_set
 from melstore.pipeline import extract, reuse
+from melstore.store.format import Storage
 
 SEED = resolve_feature_set("seed", {})
 
@@ -101,7 +102,8 @@ def test_fail_mode_stops_the_workers_at_the_first_bad_file(clips, tmp_path, monk
 
 
 def last_build(files, *, own=True, **changed):
-    build = {"params": SEED.to_dict(), "versions": {"librosa": "0.11.0"}, "code": "abc"}
+    build = {"params": SEED.to_dict(), "storage": Storage().to_dict(),
+             "versions": {"librosa": "0.11.0"}, "code": "abc"}  # fmt: skip
     return reuse.LastBuild({**build, **changed}, files, own=own)
 
 
@@ -111,10 +113,12 @@ def reason(last, build, entries, stats, out_path="s.h5"):
 
 
 def test_the_rebuild_reason_names_changed_parameters_versions_and_code():
-    now = {"params": {**SEED.to_dict(), "n_mels": 40}, "versions": {"librosa": "1.0.0"},
-           "code": "def"}  # fmt: skip
+    now = {"params": {**SEED.to_dict(), "n_mels": 40},
+           "storage": Storage(precision_db=0.05).to_dict(),
+           "versions": {"librosa": "1.0.0"}, "code": "def"}  # fmt: skip
     assert reason(last_build({}), now, [], {}) == (
-        "rebuilding: n_mels: 128 -> 40; librosa: 0.11.0 -> 1.0.0; extraction code changed"
+        "rebuilding: n_mels: 128 -> 40; precision_db: (none) -> 0.05; librosa: 0.11.0 -> 1.0.0; "
+        "extraction code changed"
     )
 
 

@@ -31,7 +31,9 @@ from melstore.features.extractor import FeatureExtractor, FeatureParams, Fronten
 from melstore.pipeline.reuse import PreviousBuild, file_stats, rebuild_reason
 from melstore.store.format import (
     FAILURE_COLUMNS,
+    ChunkEncoder,
     OpenStores,
+    Storage,
     StoreWriter,
     axes,
     columns_of,
@@ -52,6 +54,7 @@ def extract_shard(
     params: dict,
     out_path: str | Path,
     feature_set: str,
+    storage: dict | None = None,
     on_error: str = "skip",
     processes: int = 1,
     code: str = "",
@@ -72,6 +75,8 @@ def extract_shard(
         The shard file to write (atomically).
     feature_set : str
         Name recorded in the shard's attributes.
+    storage : dict, optional
+        How the values are stored (:meth:`Storage.to_dict`); default exact float32.
     on_error : {'skip', 'fail'}
         ``skip`` records a failure row and goes on; ``fail`` raises.
     processes : int
@@ -90,7 +95,13 @@ def extract_shard(
         With ``on_error='fail'``, for the first unusable file, naming it.
     """
     p = FeatureParams.from_dict(params)
-    build = {"params": p.to_dict(), "versions": library_versions(), "code": code}
+    kept = Storage.from_dict(storage or {})
+    build = {
+        "params": p.to_dict(),
+        "storage": kept.to_dict(),
+        "versions": library_versions(),
+        "code": code,
+    }
     name = f"{feature_set}/{Path(out_path).stem}"
     earlier = PreviousBuild(previous, build=build, name=Path(out_path).name)
     stats = file_stats(root, [path for _, path, problem in entries if not problem])
@@ -105,14 +116,22 @@ def extract_shard(
     todo = [entry for entry, copy in zip(entries, copies, strict=True) if copy is None]
     records, failures = [], []
     with (
-        StoreWriter(out_path, n_bins=p.n_bins, n_frames=p.n_frames, channels=p.channels) as writer,
+        StoreWriter(
+            out_path, n_bins=p.n_bins, n_frames=p.n_frames, channels=p.channels, storage=kept
+        ) as writer,
         OpenStores() as shards,
         forked_pool(processes) as pool,
     ):
         frontend = (
             Frontend.from_arrays(p, earlier.frontend) if earlier.frontend else build_frontend(p)
         )
-        compute = functools.partial(compute_clip, extractor=FeatureExtractor(frontend), root=root)
+        compute = functools.partial(
+            compute_clip,
+            extractor=FeatureExtractor(frontend),
+            root=root,
+            storage=kept,
+            encode=ChunkEncoder(kept, p.clip_shape) if p.clip_shape else None,
+        )
         progress = Progress(name, total=len(todo), reused=len(entries) - len(todo))
         computed = naming_a_dead_worker(pool.map(compute, todo, chunksize=CHUNKSIZE), todo)
         try:
@@ -129,9 +148,12 @@ def extract_shard(
                     log.warning("%s: %s", path, outcome)
                     progress.update(failed=True)
                     continue
-                features, record = outcome
-                writer.append(features)
-                records.append((clip_id, path, *record, *stats.get(path, (-1, -1))))
+                stored, record, error = outcome
+                if isinstance(stored, bytes):
+                    writer.append_chunk(stored)
+                else:
+                    writer.append(stored)
+                records.append((clip_id, path, *record, *stats.get(path, (-1, -1)), error))
                 progress.update()
         except BaseException:
             pool.shutdown(cancel_futures=True)  # map() queued every file: drop the rest
@@ -169,11 +191,17 @@ def build_frontend(params: FeatureParams) -> Frontend:
 
 
 def compute_clip(
-    entry: tuple[str, str, str], *, extractor: FeatureExtractor, root: str | Path
-) -> str | tuple[np.ndarray, tuple]:
-    """One clip's features and computed columns, or the reason it failed.
+    entry: tuple[str, str, str],
+    *,
+    extractor: FeatureExtractor,
+    root: str | Path,
+    storage: Storage,
+    encode: ChunkEncoder | None,
+) -> str | tuple[bytes | np.ndarray, tuple, float]:
+    """One clip's stored values, computed columns and error, or the reason it failed.
 
-    ``entry`` is (clip_id, path, problem).
+    ``entry`` is (clip_id, path, problem). The values come back as a store
+    chunk's bytes when ``encode`` is given (fixed-length clips), else as an array.
     """
     _, path, problem = entry
     try:
@@ -187,6 +215,7 @@ def compute_clip(
             raise AudioError("features are not finite")
     except AudioError as err:
         return str(err)
+    values, error = storage.quantise(clip.features, name=path)
     record = (
         info.sample_rate,
         info.channels,
@@ -198,7 +227,7 @@ def compute_clip(
         clip.peak_db,
         checksum,
     )
-    return clip.features, record
+    return (values if encode is None else encode(values)), record, error
 
 
 def naming_a_dead_worker(outcomes: Iterator, todo: Sequence) -> Iterator:

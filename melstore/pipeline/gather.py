@@ -19,8 +19,10 @@ from melstore.errors import MelstoreError
 from melstore.features.extractor import FeatureParams
 from melstore.store.format import (
     COMPUTED_COLUMNS,
+    ERROR_COLUMN,
     FAILURE_COLUMNS,
     OpenStores,
+    Storage,
     StoreWriter,
     axes,
     columns_of,
@@ -41,6 +43,7 @@ def gather_store(
     dataset: dict,
     feature_set: str,
     params: dict,
+    storage: dict | None = None,
     on_error: str = "skip",
     min_success: float = 0.0,
 ) -> str:
@@ -50,6 +53,8 @@ def gather_store(
     dataset CSV's), as :meth:`melstore.pipeline.manifest.Manifest.store_columns` gives
     them. ``dataset`` is the config's dataset section; its name, layout, root and
     metadata CSV are recorded so that ``melstore verify`` can re-check the sources.
+    ``storage`` (:meth:`Storage.to_dict`) must be the shards' own: their chunks
+    are copied as they are.
 
     Rows follow the manifest order, never the shard order, so the store is the
     same for any shard size or core count. Only one clip's features are held
@@ -68,8 +73,14 @@ def gather_store(
         fewer than ``min_success`` of the files succeeded (Kaldi's rule).
     """
     p = FeatureParams.from_dict(params)
+    kept = Storage.from_dict(storage or {})
     gathering = plan_gather(
-        manifest, shard_paths, on_error=on_error, min_success=min_success, out_path=out_path
+        manifest,
+        shard_paths,
+        on_error=on_error,
+        min_success=min_success,
+        out_path=out_path,
+        storage=kept,
     )
     with (
         StoreWriter(
@@ -78,6 +89,7 @@ def gather_store(
             n_frames=p.n_frames,
             channels=p.channels,
             n_clips=len(gathering.sources),
+            storage=kept,
         ) as writer,
         OpenStores() as shards,
     ):
@@ -93,12 +105,16 @@ def gather_store(
             failures=gathering.failures,
             attrs=store_attrs(
                 dataset, feature_set=feature_set, params=p, versions=gathering.versions
-            ),
+            )
+            | kept.attrs()
+            | gathering.error_attrs(kept),
             axes=gathering.axes(p),
             groups={"frontend": gathering.frontend},
         )
         shape = writer.shape
-    summary = f"{out_path}: {len(gathering.sources)} clips, features {shape} float32"
+    summary = f"{out_path}: {len(gathering.sources)} clips, features {shape} {np.dtype(kept.dtype)}"
+    if kept.precision_db is not None:
+        summary += f", within {kept.precision_db:g} of the computed values"
     n_failed = len(gathering.failures["clip_id"])
     if n_failed:
         summary += (
@@ -137,6 +153,12 @@ class Gathering:
         """Frames of each clip to store, from variable-length shards' tables."""
         return [int(self.computed[shard]["n_frames"][row]) for shard, row in self.sources]
 
+    def error_attrs(self, storage: Storage) -> dict[str, float]:
+        """``max_error_db``, the largest error of a stored value, for a store within a bound."""
+        if storage.precision_db is None:
+            return {}
+        return {"max_error_db": float(np.max(self.metadata[ERROR_COLUMN], initial=0.0))}
+
     def axes(self, params: FeatureParams) -> dict[str, np.ndarray]:
         """The store's frequency and time axes."""
         counts = [] if params.n_frames else self.frame_counts()
@@ -150,6 +172,7 @@ def plan_gather(
     on_error: str = "skip",
     min_success: float = 0.0,
     out_path: str | Path = "the store",
+    storage: Storage | None = None,
 ) -> Gathering:
     """Read the shards' tables and decide which clips the store holds, in manifest order.
 
@@ -173,7 +196,8 @@ def plan_gather(
             failure_rows.append(failed[clip_id])
         else:
             raise MelstoreError(f"clip {clip_id!r} is in no shard; rerun the workflow")
-    metadata = _metadata(manifest, stored_rows, computed, index)
+    errors = storage is not None and storage.precision_db is not None
+    metadata = _metadata(manifest, stored_rows, computed, index, errors=errors)
     failures = {  # text columns, even when empty
         name: np.asarray(values, dtype=object)
         for name, values in zip(FAILURE_COLUMNS, columns_of(failure_rows, 3), strict=True)
@@ -242,9 +266,12 @@ def read_clip(features: h5py.Dataset, row: int, table: dict[str, np.ndarray]) ->
 
 
 def _metadata(
-    manifest: ManifestColumns, stored_rows: list[int], computed: dict, index: dict
+    manifest: ManifestColumns, stored_rows: list[int], computed: dict, index: dict, *, errors: bool
 ) -> dict[str, np.ndarray]:
-    """Manifest columns of the stored clips, then what their shards computed."""
+    """Manifest columns of the stored clips, then what their shards computed.
+
+    With ``errors``, the last column is each clip's quantisation error.
+    """
     rows = np.asarray(stored_rows, dtype=np.int64)
     table = {name: np.asarray(v, dtype=kind)[rows] for name, (kind, v) in manifest.items()}
     # every shard's computed columns end to end; a clip's position there is its shard's start + row
@@ -253,7 +280,7 @@ def _metadata(
     start_of = dict(zip(shard_paths, starts.tolist(), strict=False))
     positions = [start_of[index[clip_id][0]] + index[clip_id][1] for clip_id in table["clip_id"]]
     empty = computed_table([])
-    for name in COMPUTED_COLUMNS:
+    for name in [*COMPUTED_COLUMNS, *([ERROR_COLUMN] if errors else [])]:
         joined = np.concatenate([empty[name], *(computed[p][name] for p in shard_paths)])
         table[name] = joined[np.asarray(positions, dtype=np.int64)]
     return table

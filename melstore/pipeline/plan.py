@@ -14,6 +14,10 @@ from melstore.pipeline import demo
 from melstore.pipeline.config import validate_config
 from melstore.pipeline.manifest import Manifest, build_manifest, manifest_from_listing, metadata_csv
 from melstore.pipeline.shards import assign_shards
+from melstore.store.format import Storage
+
+# Feature-set keys that say how a store keeps its values, not how they are computed.
+STORAGE_KEYS = ("precision_db", "compression")
 
 # Folders the workflow writes, relative to the working directory.
 OUTPUT_FOLDERS = ("results", "logs", ".snakemake")
@@ -33,6 +37,8 @@ class Plan:
         Every clip, in store order.
     feature_sets : dict
         Name to :class:`FeatureParams`, for each entry of ``features``.
+    storage : dict
+        Name to :class:`Storage`, for each entry of ``features``.
     shards : dict
         Shard name to manifest rows (shared by all feature sets).
     """
@@ -42,6 +48,7 @@ class Plan:
     root: Path
     manifest: Manifest
     feature_sets: dict[str, FeatureParams]
+    storage: dict[str, Storage]
     shards: dict[str, list[int]]
     _source_digests: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -63,12 +70,22 @@ class Plan:
                 f"is in the urbansound8k layout, not {dataset['layout']!r}"
             )
         check_feature_set_names(config["feature_sets"])  # every entry, listed in features or not
-        feature_sets = {
-            name: resolve_feature_set(name, config["feature_sets"]) for name in config["features"]
+        computed = {
+            name: {key: v for key, v in values.items() if key not in STORAGE_KEYS}
+            for name, values in config["feature_sets"].items()
+        }
+        feature_sets = {name: resolve_feature_set(name, computed) for name in config["features"]}
+        storage = {
+            name: Storage(
+                **{key: config["feature_sets"].get(name, {}).get(key) for key in STORAGE_KEYS}
+            )
+            for name in config["features"]
         }
         manifest = load_manifest(dataset)
         shards = assign_shards(list(manifest.table["clip_id"]), config["shard_size"])
-        return cls(config, dataset["name"], Path(dataset["root"]), manifest, feature_sets, shards)
+        return cls(
+            config, dataset["name"], Path(dataset["root"]), manifest, feature_sets, storage, shards
+        )
 
     def shard_entries(self, shard: str) -> list[list[str]]:
         """(clip_id, path, problem) of each clip in ``shard``, as plain lists."""

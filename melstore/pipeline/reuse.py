@@ -8,7 +8,7 @@ file is also hard-linked under ``.previous/`` beside it (a link costs neither a
 copy nor space). A rerun of the shard reads its previous build, and the shards
 it was split from or merged from, and copies a clip when its file has the same
 path, size and modification time (what Snakemake itself trusts), and the shard
-was built with the same parameters, library versions and extraction code.
+was built with the same parameters, storage, library versions and extraction code.
 
 A job that Snakemake reruns although none of this changed was forced
 (``--forcerun``, ``--forceall``, an incomplete output): it copies nothing, so a
@@ -113,7 +113,7 @@ def related_shard_files(shard_file: str | Path) -> list[Path]:
 class LastBuild:
     """What the last build of a shard was made from, to say what changed since."""
 
-    build: dict  # its params, versions and code
+    build: dict  # its params, storage, versions and code
     files: dict[str, tuple[str, FileStat]]  # path -> (clip_id, stat), over its trie path
     own: bool  # the shard's own previous build, not one it was split or merged from
 
@@ -125,7 +125,7 @@ class LastBuild:
         Parameters
         ----------
         build : dict
-            This build's ``params``, ``versions`` and ``code``.
+            This build's ``params``, ``storage``, ``versions`` and ``code``.
         entries : sequence of (clip_id, path, problem)
             The shard's files now.
         stats : dict
@@ -135,7 +135,7 @@ class LastBuild:
         """
         changes = [
             f"{key}: {_short(old.get(key))} -> {_short(new.get(key))}"
-            for part in ("params", "versions")
+            for part in ("params", "storage", "versions")
             for old, new in [(self.build[part] or {}, build[part])]
             for key in sorted(set(old) | set(new))
             if old.get(key) != new.get(key)
@@ -185,7 +185,10 @@ class PreviousBuild:
                     if self.last_build is None:  # the shard's own previous build comes first
                         attrs = shard.attrs
                         self.last_build = LastBuild(
-                            {key: _json_attr(attrs, key) for key in ("params", "versions")}
+                            {
+                                key: _json_attr(attrs, key)
+                                for key in ("params", "storage", "versions")
+                            }
                             | {"code": attrs.get("code")},
                             {},
                             own=Path(path).name == name,
@@ -255,11 +258,10 @@ def _names(paths: Sequence[str]) -> str:
 
 
 def built_alike(shard: h5py.File, build: dict) -> bool:
-    """Whether a shard file was built with these parameters, library versions and code."""
+    """Whether a shard file was built with these parameters, storage, library versions and code."""
     attrs = shard.attrs
     return (
         attrs.get("code") == build["code"]
         and set(SHARD_COLUMNS) <= set(json.loads(shard["metadata"].attrs["columns"]))
-        and json.loads(attrs["params"]) == build["params"]
-        and json.loads(attrs["versions"]) == build["versions"]
+        and all(json.loads(attrs[key]) == build[key] for key in ("params", "storage", "versions"))
     )

@@ -78,6 +78,12 @@ class Store:
         ``features_layout``, ``layout_version``...), JSON ones as text.
     axes : Axes
         Mel (or FFT bin) frequencies and frame times.
+    precision_db : float or None
+        The largest error allowed in a stored value (in the store's units),
+        None for a store of the exact values.
+    max_error_db : float
+        The largest error of a stored value, as measured when it was written
+        (0 for a store of the exact values).
 
     Raises
     ------
@@ -98,6 +104,8 @@ class Store:
         self.attrs = {key: _plain(value) for key, value in self._file.attrs.items()}
         self.params = json.loads(self.attrs["params"])
         self.versions = json.loads(self.attrs.get("versions", "{}"))
+        self.precision_db = self.attrs.get("precision_db")
+        self.max_error_db = float(self.attrs.get("max_error_db", 0.0))
         self.axes = Axes(
             frequency=self._file["axes/frequency"][()], time=self._file["axes/time"][()]
         )
@@ -125,7 +133,10 @@ class Store:
 
     @property
     def features(self):
-        """The features as a lazy, sliceable h5py dataset (float32).
+        """The features as a lazy, sliceable h5py dataset.
+
+        float32, or float16 in a store with a ``precision_db`` that float16
+        holds exactly (:meth:`clip` and :meth:`read` always give float32).
 
         ``fixed`` layout: (N, n_bins, n_frames), or (N, channels, n_bins,
         n_frames) with deltas; ``store.features[i]`` reads clip ``i`` only.
@@ -207,9 +218,11 @@ class Store:
         """
         row = self.row(key)
         if self.fixed_length:
-            return self.features[row]
-        start = int(self.metadata_columns["frame_offset"][row])
-        return self.features[..., start : start + int(self.metadata_columns["n_frames"][row])]
+            values = self.features[row]
+        else:
+            start = int(self.metadata_columns["frame_offset"][row])
+            values = self.features[..., start : start + int(self.metadata_columns["n_frames"][row])]
+        return values.astype(np.float32, copy=False)
 
     def read(self, rows: Rows = None) -> np.ndarray:
         """The features of many clips as one array, in the order of ``rows``.
@@ -237,7 +250,7 @@ class Store:
                 "read them one at a time with clip()"
             )
         if rows is None:
-            return self.features[()]
+            return self.features[()].astype(np.float32, copy=False)
         rows = self._checked_rows(rows)
         out = np.empty((len(rows), *self.features.shape[1:]), dtype=np.float32)
         for position, row in enumerate(rows):  # one chunk per clip: no fancy-index cost

@@ -53,6 +53,10 @@ def feature_params(wildcards):
     return plan.feature_sets[wildcards.featureset].to_dict()
 
 
+def storage_params(wildcards):
+    return plan.storage[wildcards.featureset].to_dict()
+
+
 def report_file(name, *, caption, shows):
     """An output of the report rule, listed under its feature set in the HTML report."""
     return report(

@@ -18,6 +18,7 @@ rule extract:
         entries=lambda wildcards: plan.shard_entries(wildcards.shard),
         sources=lambda wildcards: plan.shard_sources(wildcards.shard),
         features=feature_params,
+        storage=storage_params,
         versions=VERSIONS,
         code=code_fingerprint(EXTRACT_MODULES),
     script:

@@ -12,6 +12,7 @@ rule gather:
         "../../envs/melstore.yaml"
     params:
         features=feature_params,
+        storage=storage_params,
         on_error=config["on_error"],
         min_success=config["min_success"],
         dataset=config["dataset"],
