@@ -4,8 +4,8 @@
 
 1. Per-clip extraction cost of the real extraction code (one pinned thread), for
    10 s clips at 48 kHz stereo, as WAV and as FLAC, for two feature sets.
-2. Store size per clip for float32 / float16 and no / lzf / gzip compression, on
-   those features, with write and read cost and float16's error.
+2. Store size per clip for each storage choice (exact, gzip, precision_db), on
+   those features, with write and read cost and the largest error.
 3. HDF5 virtual datasets versus a copied store: building a virtual store that maps
    every row to its shard file, opening it and random reads, at growing row counts.
 
@@ -33,7 +33,7 @@ from bench import corpus  # noqa: E402
 from melstore.features.extractor import Frontend  # noqa: E402
 from melstore.features.presets import resolve_feature_set  # noqa: E402
 from melstore.pipeline.extract import extract_shard  # noqa: E402
-from melstore.store.format import library_versions  # noqa: E402
+from melstore.store.format import ChunkEncoder, Storage, library_versions  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scaling.md"
 CLIP_SECONDS = 10
@@ -54,11 +54,11 @@ FEATURE_SETS = {
     },
 }
 STORAGE = [
-    ("float32", {}),
-    ("float32", {"compression": "lzf", "shuffle": True}),
-    ("float32", {"compression": "gzip", "compression_opts": 4, "shuffle": True}),
-    ("float16", {}),
-    ("float16", {"compression": "gzip", "compression_opts": 4, "shuffle": True}),
+    Storage(),
+    Storage(compression="gzip"),
+    Storage(precision_db=0.1),
+    Storage(precision_db=0.05),
+    Storage(precision_db=0.01),
 ]
 VDS_ROWS = (8_732, 100_000, 400_000)
 VDS_SHARD_ROWS = 500
@@ -120,34 +120,40 @@ def extraction_cost(root: Path, entries, work: Path) -> tuple[list[list], dict[s
 
 
 def storage_cost(shards: dict[str, Path], work: Path) -> list[list]:
-    """Bytes per clip and per-clip write/read cost for each dtype and filter."""
+    """Bytes per clip and per-clip write/read cost of each storage choice, as the store keeps it.
+
+    Writing includes rounding and compressing a clip (done by the extraction workers).
+    """
     rows = []
     for name, shard in shards.items():
         with h5py.File(shard, "r") as f:
             features = f["features"][()]
         n, shape = len(features), features.shape[1:]
-        for dtype, filters in STORAGE:
-            data = features.astype(dtype)
+        for storage in STORAGE:
             path = work / "storage.h5"
+            encode, error = ChunkEncoder(storage, shape), 0.0
             start = time.perf_counter()
             with h5py.File(path, "w") as f:
-                dset = f.create_dataset(
-                    "features", shape=data.shape, dtype=dtype, chunks=(1, *shape), **filters
-                )
+                dset = f.create_dataset("features", shape=(n, *shape), chunks=(1, *shape),
+                                        **storage.dataset_options())  # fmt: skip
                 for i in range(n):
-                    dset[i] = data[i]
+                    stored, clip_error = storage.quantise(features[i], name=name)
+                    dset.id.write_direct_chunk((i,) + (0,) * len(shape), encode(stored))
+                    error = max(error, clip_error)
             write_ms = 1000 * (time.perf_counter() - start) / n
             start = time.perf_counter()
             with h5py.File(path, "r") as f:
                 for i in range(n):
                     f["features"][i]
             read_ms = 1000 * (time.perf_counter() - start) / n
-            error = float(np.max(np.abs(data.astype(np.float32) - features)))
-            label = filters.get("compression", "none")
-            if "compression_opts" in filters:
-                label += f"-{filters['compression_opts']}"
-            rows.append([name, dtype, label, f"{path.stat().st_size / n / 1024:.1f}",
-                         f"{write_ms:.2f}", f"{read_ms:.3f}", f"{error:.3f}"])  # fmt: skip
+            label = (
+                f"precision_db {storage.precision_db:g}" if storage.precision_db
+                else storage.compression or "exact (default)"
+            )  # fmt: skip
+            rows.append([name, label, np.dtype(storage.dtype).name,
+                         f"{path.stat().st_size / n / 1024:.1f}",
+                         f"{path.stat().st_size / features.size:.3f}",
+                         f"{write_ms:.2f}", f"{read_ms:.3f}", f"{error:.4f}"])  # fmt: skip
     return rows
 
 
@@ -226,7 +232,7 @@ def main(n_files: int) -> None:
         table(["feature set", "format", "clips", "features", "CPU ms/clip", "wall ms/clip"],
               extraction),
         "## Store size per clip",
-        table(["feature set", "dtype", "compression", "KiB/clip", "write ms/clip",
+        table(["feature set", "storage", "dtype", "KiB/clip", "bytes/value", "write ms/clip",
                "read ms/clip", "max abs error dB"], storage),
         "## Virtual dataset over shard files (one mapping per row)",
         table(["rows", "shards", "build s", "open ms", "random read ms", "file MB"], virtual),

@@ -76,6 +76,14 @@ def info(store: Path) -> None:
             f"features     {opened.feature_set}: {features.shape} {features.dtype}, "
             f"{attrs['features_layout']} layout, store layout version {attrs['layout_version']}"
         )
+        if opened.precision_db is not None:
+            storage = (
+                f"within precision_db {opened.precision_db:g} (largest error "
+                f"{opened.max_error_db:g}), gzip"
+            )
+        else:
+            storage = "exact values" + (", gzip" if attrs.get("compression") else "")
+        click.echo(f"storage      {storage}")
         frequency, times = opened.axes.frequency, opened.axes.time
         click.echo(
             f"axes         {len(frequency)} rows {frequency[0]:.1f}-{frequency[-1]:.1f} Hz, "

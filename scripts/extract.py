@@ -4,7 +4,6 @@ from melstore.pipeline.jobs import snakemake_job
 
 with snakemake_job(snakemake):
     from melstore.pipeline.extract import extract_shard
-    from melstore.pipeline.reuse import keep_previous_build, related_shard_files
 
     extract_shard(
         entries=snakemake.params.entries,
@@ -18,8 +17,7 @@ with snakemake_job(snakemake):
         on_error=snakemake.config["on_error"],
         processes=snakemake.threads,
         code=snakemake.params.code,
-        previous=(
-            related_shard_files(snakemake.output[0]) if snakemake.config["reuse_clips"] else ()
-        ),
+        # the store this run replaces; read before the gather removes it
+        previous=snakemake.params.store if snakemake.config["reuse_clips"] else None,
+        state=snakemake.params.gather_state,
     )
-    keep_previous_build(snakemake.output[0])

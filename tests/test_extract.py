@@ -101,15 +101,16 @@ def test_fail_mode_stops_the_workers_at_the_first_bad_file(clips, tmp_path, monk
     assert set(threading.enumerate()) <= threads
 
 
-def last_build(files, *, own=True, **changed):
+def last_build(files, *, state="now", **changed):
     build = {"params": SEED.to_dict(), "storage": Storage().to_dict(),
              "versions": {"librosa": "0.11.0"}, "code": "abc"}  # fmt: skip
-    return reuse.LastBuild({**build, **changed}, files, own=own)
+    return reuse.LastBuild({**build, **changed}, files, state)
 
 
-def reason(last, build, entries, stats, out_path="s.h5"):
+def reason(last, build, entries, stats, out_path="s.h5", state="now"):
     changes = last.changes(build, entries, stats, out_path) if last else []
-    return reuse.rebuild_reason(last, changes, n_files=len(entries))
+    forced = last is not None and not changes and last.state == state
+    return reuse.rebuild_reason(last, changes, n_files=len(entries), forced=forced)
 
 
 def test_the_rebuild_reason_names_changed_parameters_versions_and_code():
@@ -152,12 +153,12 @@ def test_a_removed_file_is_named_only_by_the_shard_it_belonged_to():
     old = {f"{clip}.wav": (clip, (1, 1)) for clip in ids}  # the parent shard held all 40
     entries = [(clip, f"{clip}.wav", "") for clip in ours[1:]]
     stats = {path: (1, 1) for _, path, _ in entries}
-    assert reason(last_build(old, own=False), build, entries, stats, "s0.h5") == (
+    assert reason(last_build(old), build, entries, stats, "s0.h5") == (
         f"rebuilding: 1 file(s) removed: {gone}.wav"
     )
 
 
-def test_a_forced_first_or_split_build_says_so():
+def test_a_forced_first_or_copying_build_says_so():
     build = last_build({}).build
     entries = [("a", "a.wav", "")]
     kept = {"a.wav": ("a", (1, 1))}
@@ -165,9 +166,9 @@ def test_a_forced_first_or_split_build_says_so():
         "forced: no file or parameter changed since the last build; computing every clip"
     )
     assert reason(None, build, entries, {}) == "building 1 files (no earlier build kept)"
-    # a new shard name: nothing changed, but it was not forced
-    assert reason(last_build(kept, own=False), build, entries, {"a.wav": (1, 1)}, "s0.h5") == (
-        "building 1 files of a new shard, from those it was split or merged from"
+    # nothing changed in this shard, but in the dataset: it was not forced
+    assert reason(last_build(kept, state="then"), build, entries, {"a.wav": (1, 1)}) == (
+        "no file of this shard changed since the last build; copying its clips"
     )
 
 

@@ -7,7 +7,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -15,7 +14,6 @@ import xxhash
 from conftest import REPO, run_snakemake, tone, write_audio
 
 from melstore.pipeline.fingerprint import code_fingerprint
-from melstore.pipeline.reuse import PREVIOUS_DIR
 from melstore.store.format import read_table
 
 N_FILES = 30
@@ -44,11 +42,11 @@ def config(root, n_mels_b=16):
 
 
 def outputs(workdir):
-    """Every shard and store file with its modification time (not the kept previous builds)."""
+    """Every store, store record and extraction job's log, with its modification time."""
     return {
         p.relative_to(workdir).as_posix(): p.stat().st_mtime_ns
-        for p in workdir.glob("results/inc/**/*.h5")
-        if PREVIOUS_DIR not in p.parts
+        for pattern in ("results/inc/*.h5", "logs/inc/extract/*/*.log")
+        for p in workdir.glob(pattern)
     }
 
 
@@ -74,12 +72,11 @@ def xxh128(path):
     return xxhash.xxh3_128(path.read_bytes()).hexdigest()
 
 
-def computed_and_reused(workdir, shard_files):
-    """Clips computed and clips copied unchanged, summed over the jobs of these shards."""
+def computed_and_reused(workdir, logs):
+    """Clips computed and clips copied unchanged, summed over the extraction jobs of these logs."""
     computed = reused = 0
-    for shard_file in shard_files:
-        log = workdir / "logs/inc/extract" / Path(shard_file).parent.name / Path(shard_file).stem
-        line = log.with_suffix(".log").read_text().splitlines()[-1]
+    for log in logs:
+        line = (workdir / log).read_text().splitlines()[-1]
         match = re.search(r"(\d+)/\d+ files computed .* (\d+) reused unchanged", line)
         computed, reused = computed + int(match[1]), reused + int(match[2])
     return computed, reused
@@ -115,36 +112,31 @@ def test_parameter_change_reruns_only_that_feature_set(built):
     reasons = [line for line in result.stderr.splitlines() if "rebuilding" in line]
     assert reasons and all(re.fullmatch(r"melstore: b/s\d*: rebuilding: n_mels: 16 -> 20", line)
                            for line in reasons), reasons  # fmt: skip
-    assert rewritten(before, after, "results/inc/shards/a/") == set()
-    assert rewritten(before, after, "results/inc/shards/b/") == {
-        p for p in after if p.startswith("results/inc/shards/b/")
-    }
+    assert rewritten(before, after, "logs/inc/extract/a/") == set()
+    jobs_b = rewritten(before, after, "logs/inc/extract/b/")
+    assert jobs_b == {p for p in after if p.startswith("logs/inc/extract/b/")}
     assert sha256(workdir / "results/inc/a.h5") == store_a
     assert read_table(workdir / "results/inc/b.h5").shape[0] == N_FILES
     # clips built with other parameters are never reused
-    assert computed_and_reused(workdir, rewritten(before, after, "results/inc/shards/b/")) == (
-        N_FILES,
-        0,
-    )
+    assert computed_and_reused(workdir, jobs_b) == (N_FILES, 0)
 
 
-def test_adding_a_file_reruns_at_most_two_shards_per_set(built):
+def test_adding_a_file_computes_that_file_alone(built):
     root, workdir = built
     before = outputs(workdir)
     write_audio(root / "class1/new.wav", tone(16000, 0.3, 1, 999), 16000)
     result = run_snakemake(workdir, config(root))
     after = outputs(workdir)
     assert "rebuilding: 1 file(s) added: class1/new.wav" in result.stderr
+    assert "no file of this shard changed since the last build; copying its clips" in result.stderr
     for name in ("a", "b"):
-        shards = rewritten(before, after, f"results/inc/shards/{name}/")
-        assert 1 <= len(shards) <= 2
         assert "class1/new.wav" in set(read_table(workdir / f"results/inc/{name}.h5")["path"])
-        # only the new file is decoded, also when its shard split in two
-        computed, reused = computed_and_reused(workdir, shards)
-        assert computed == 1 and reused >= 1
+        # only the new file is decoded, also when its shard split in two; the rest is copied
+        jobs = rewritten(before, after, f"logs/inc/extract/{name}/")
+        assert computed_and_reused(workdir, jobs) == (1, N_FILES)
 
 
-def test_removing_a_file_removes_its_row_and_reruns_one_shard(built):
+def test_removing_a_file_removes_its_row_and_computes_nothing(built):
     root, workdir = built
     before = outputs(workdir)
     (root / "class0/clip03.wav").unlink()
@@ -152,14 +144,13 @@ def test_removing_a_file_removes_its_row_and_reruns_one_shard(built):
     after = outputs(workdir)
     assert result.stderr.count("rebuilding: 1 file(s) removed: class0/clip03.wav") == 2
     for name in ("a", "b"):
-        shards = rewritten(before, after, f"results/inc/shards/{name}/")
-        assert len(shards) == 1
         paths = set(read_table(workdir / f"results/inc/{name}.h5")["path"])
         assert "class0/clip03.wav" not in paths and len(paths) == N_FILES - 1
-        assert computed_and_reused(workdir, shards)[0] == 0
+        jobs = rewritten(before, after, f"logs/inc/extract/{name}/")
+        assert computed_and_reused(workdir, jobs) == (0, N_FILES - 1)
 
 
-def test_modifying_a_file_reruns_its_shard_and_updates_its_row(built):
+def test_modifying_a_file_computes_it_alone_and_updates_its_row(built):
     root, workdir = built
     before = outputs(workdir)
     old = read_table(workdir / "results/inc/a.h5").set_index("path").loc["class2/clip05.wav"]
@@ -168,13 +159,11 @@ def test_modifying_a_file_reruns_its_shard_and_updates_its_row(built):
     after = outputs(workdir)
     assert result.stderr.count("rebuilding: 1 file(s) changed: class2/clip05.wav") == 2
     new = read_table(workdir / "results/inc/a.h5").set_index("path").loc["class2/clip05.wav"]
-    shards = rewritten(before, after, "results/inc/shards/a/")
-    assert len(shards) == 1
     assert new["source_xxh128"] == xxh128(root / "class2/clip05.wav") != old["source_xxh128"]
     assert new["peak_db"] < old["peak_db"] - 10
-    # one decode; the shard's other clips are copied, and the result is a clean build's
-    computed, reused = computed_and_reused(workdir, shards)
-    assert computed == 1 and reused >= 1
+    # one decode; the other clips are copied, and the result is a clean build's
+    jobs = rewritten(before, after, "logs/inc/extract/a/")
+    assert computed_and_reused(workdir, jobs) == (1, N_FILES - 1)
     assert_stores_equal_a_clean_build(workdir, root)
 
 
@@ -259,7 +248,7 @@ def test_verify_with_another_root_and_on_a_non_store(built, tmp_path):
     assert result.stderr.strip() == f"Error: {tmp_path / 'x.h5'}: not an HDF5 file"
 
 
-def test_a_rewrite_with_an_older_mtime_still_reruns_its_shard(built):
+def test_a_rewrite_with_an_older_mtime_is_still_computed_again(built):
     root, workdir = built
     before = outputs(workdir)
     target = root / "class1/clip04.wav"
@@ -267,8 +256,8 @@ def test_a_rewrite_with_an_older_mtime_still_reruns_its_shard(built):
     write_audio(target, tone(16000, 0.25, 1, 555), 16000)  # other content, other size
     os.utime(target, ns=(old_stat.st_atime_ns, old_stat.st_mtime_ns - 10**12))  # older
     run_snakemake(workdir, config(root))
-    after = outputs(workdir)
-    assert len(rewritten(before, after, "results/inc/shards/a/")) == 1
+    jobs = rewritten(before, outputs(workdir), "logs/inc/extract/a/")
+    assert computed_and_reused(workdir, jobs) == (1, N_FILES - 1)
     row = read_table(workdir / "results/inc/a.h5").set_index("path").loc["class1/clip04.wav"]
     assert row["source_xxh128"] == xxh128(target)
 
@@ -311,8 +300,8 @@ def test_the_readmes_recompute_commands_rebuild_a_same_size_same_mtime_rewrite(b
     output = run_readme(commands["one set"])
     assert "melstore: a/s" in output and "melstore: b/s" not in output
     assert "forced: no file or parameter changed since the last build" in output
-    shards = rewritten(before, outputs(workdir), "results/inc/shards/")
-    assert computed_and_reused(workdir, shards) == (N_FILES, 0)  # every shard of set a
+    jobs = rewritten(before, outputs(workdir), "logs/inc/extract/")
+    assert computed_and_reused(workdir, jobs) == (N_FILES, 0)  # every shard of set a
     assert [verify(store).returncode for store in stores.values()] == [0, 1]
     output = run_readme(commands["every set"])
     assert [verify(store).returncode for store in stores.values()] == [0, 0]
@@ -327,9 +316,8 @@ def test_reuse_clips_false_computes_every_clip_and_changing_it_reruns_nothing(bu
     before = outputs(workdir)
     write_audio(root / "class2/clip05.wav", tone(16000, 0.2, 2, 1234, 7) * 0.1, 16000)
     run_snakemake(workdir, off)
-    shards = rewritten(before, outputs(workdir), "results/inc/shards/")
-    computed, reused = computed_and_reused(workdir, shards)
-    assert len(shards) == 2 and computed > 2 and reused == 0  # its shard, in each set
+    jobs = rewritten(before, outputs(workdir), "logs/inc/extract/")
+    assert computed_and_reused(workdir, jobs) == (2 * N_FILES, 0)  # every clip of each set
     assert_stores_equal_a_clean_build(workdir, root)
 
 
@@ -340,7 +328,6 @@ def test_a_file_touched_without_a_change_is_computed_again_alone(built):
     os.utime(root / "class2/clip02.wav")
     result = run_snakemake(workdir, config(root))
     assert result.stderr.count("rebuilding: 1 file(s) changed: class2/clip02.wav") == 2
-    shards = rewritten(before, outputs(workdir), "results/inc/shards/")
-    computed, reused = computed_and_reused(workdir, shards)
-    assert len(shards) == 2 and computed == 2 and reused >= 2  # one shard per set
+    jobs = rewritten(before, outputs(workdir), "logs/inc/extract/")
+    assert computed_and_reused(workdir, jobs) == (2, 2 * (N_FILES - 1))  # the file, in each set
     assert {name: sha256(workdir / f"results/inc/{name}.h5") for name in stores} == stores

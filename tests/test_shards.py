@@ -2,12 +2,6 @@
 
 import pytest
 
-from melstore.pipeline.reuse import (
-    keep_previous_build,
-    previous_build,
-    related_shard_files,
-    shard_files,
-)
 from melstore.pipeline.shards import assign_shards
 
 IDS = [f"{i}-{i % 10}-0-{i % 7}" for i in range(3000)]
@@ -61,20 +55,3 @@ def test_shard_size_one_gives_one_clip_per_shard():
 def test_small_dataset_is_one_shard_and_empty_is_none():
     assert assign_shards(IDS[:5], 200) == {"s": [0, 1, 2, 3, 4]}
     assert assign_shards([], 200) == {}
-
-
-def test_a_kept_previous_build_outlives_its_shard_and_is_listed_once(tmp_path):
-    shard = tmp_path / "s0.h5"
-    shard.write_bytes(b"first build")
-    keep_previous_build(shard)
-    (tmp_path / "s1.h5").write_bytes(b"other shard")
-    (tmp_path / "s.h5").write_bytes(b"the shard s0 was split from")
-    # the link and the shard are one file: listed once, the shard's own name first
-    assert shard_files(shard) == [shard, tmp_path / "s.h5", tmp_path / "s1.h5"]
-    shard.unlink()  # as Snakemake does before it reruns the job
-    assert previous_build(shard).read_bytes() == b"first build"
-    assert related_shard_files(shard) == [previous_build(shard), tmp_path / "s.h5"]
-    shard.write_bytes(b"second build")
-    keep_previous_build(shard)
-    assert previous_build(shard).read_bytes() == b"second build"
-    assert shard_files(shard) == [shard, tmp_path / "s.h5", tmp_path / "s1.h5"]

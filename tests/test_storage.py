@@ -173,7 +173,7 @@ def test_a_compact_store_has_the_same_bytes_for_any_shard_size_and_core_count(bu
     other = base / "sharded"
     run_snakemake(other, {**config(root, shard_size=2), "features": ["small"]},
                   "--cores", "1", "results/mine/small.h5")  # fmt: skip
-    assert len(list((other / "results/mine/shards/small").glob("*.h5"))) > 1
+    assert len(list((other / "logs/mine/extract/small").glob("*.log"))) > 1  # one job per shard
     assert sha256(other / "results/mine/small.h5") == sha256(base / "work/results/mine/small.h5")
 
 
@@ -187,6 +187,15 @@ def test_verify_reports_the_bound_and_fails_a_store_that_does_not_meet_it(built,
     good = verify(base / "work/results/mine/small.h5")
     assert good.returncode == 0, good.stderr
     assert "precision_db 0.05 met" in good.stderr
+    command = [
+        sys.executable,
+        "-m",
+        "melstore.cli",
+        "info",
+        str(base / "work/results/mine/small.h5"),
+    ]
+    info = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert "storage      within precision_db 0.05 (largest error 0.03" in info.stdout
     for name, claim in [("small", 0.5), ("small", 0.01), ("exact", 0.05), ("lossless", 0.05)]:
         copy = tmp_path / f"{name}-{claim}.h5"
         copy.write_bytes((base / f"work/results/mine/{name}.h5").read_bytes())
@@ -221,3 +230,17 @@ def test_a_bad_storage_key_is_refused_in_one_line_naming_it(key, value, expected
     assert result.returncode != 0
     [message] = [line for line in result.stderr.splitlines() if line.startswith("melstore:")]
     assert expected in message and "Traceback" not in result.stderr
+
+
+def test_a_build_leaves_no_second_copy_of_the_features(built):
+    base, _ = built
+    results = base / "work/results/mine"
+    names = [*SETS, "salamon2017", "vggish"]
+    assert not list(results.glob("shards/**/*.h5"))  # deleted once gathered
+    assert {p.name for p in results.glob("*.h5")} == {
+        file for name in names for file in (f"{name}.h5", f"{name}.sources.h5")
+    }
+    for name in names:
+        with h5py.File(results / f"{name}.sources.h5", "r") as record:
+            assert list(record) == ["clips"]  # tables of what the store was built from, no features
+            assert len(record["clips/clip_id"]) == 9

@@ -4,9 +4,9 @@ Snakemake fans the work out over shards and feature sets. Inside a job, the
 clips to compute go through one plain :class:`~concurrent.futures.ProcessPoolExecutor`
 ``map`` of :func:`compute_clip`, one worker per thread the job was given; the
 job writes the outcomes in manifest order, so a shard is the same for any
-worker count. Clips whose files are unchanged since the shard's previous build
-are copied from it (:mod:`melstore.pipeline.reuse`), and so are its window and
-filter bank; a clean build makes them in :func:`build_frontend`.
+worker count. Clips whose files are unchanged since the feature set's last
+store are copied from it (:mod:`melstore.pipeline.reuse`), and so are its window
+and filter bank; a clean build makes them in :func:`build_frontend`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from melstore.pipeline.reuse import PreviousBuild, file_stats, rebuild_reason
 from melstore.store.format import (
     FAILURE_COLUMNS,
     ChunkEncoder,
-    OpenStores,
     Storage,
     StoreWriter,
     axes,
@@ -58,7 +57,8 @@ def extract_shard(
     on_error: str = "skip",
     processes: int = 1,
     code: str = "",
-    previous: Sequence[str | Path] = (),
+    previous: str | Path | None = None,
+    state: str = "",
 ) -> None:
     """Compute the features of a list of files into one shard file.
 
@@ -84,10 +84,12 @@ def extract_shard(
     code : str
         Fingerprint of the extraction code, recorded so that a later run can
         tell whether this shard's clips may be reused.
-    previous : sequence of str or Path
-        Earlier shard files whose unchanged clips may be copied: this shard's
-        own previous build first (see :mod:`melstore.pipeline.reuse`); empty to compute
-        every clip.
+    previous : str or Path, optional
+        The feature set's last store, whose unchanged clips may be copied (see
+        :mod:`melstore.pipeline.reuse`); None to compute every clip.
+    state : str
+        Digest of all the store is gathered from now (:meth:`Plan.gather_state`),
+        recorded for its next build: if that finds it unchanged, it was forced.
 
     Raises
     ------
@@ -103,12 +105,12 @@ def extract_shard(
         "code": code,
     }
     name = f"{feature_set}/{Path(out_path).stem}"
-    earlier = PreviousBuild(previous, build=build, name=Path(out_path).name)
+    earlier = PreviousBuild(previous, build=build)
     stats = file_stats(root, [path for _, path, problem in entries if not problem])
     last = earlier.last_build
     changes = last.changes(build, entries, stats, out_path) if last else []
-    say(f"{name}: {rebuild_reason(last, changes, n_files=len(entries))}")
-    forced = last is not None and last.own and not changes
+    forced = last is not None and not changes and last.state == state
+    say(f"{name}: {rebuild_reason(last, changes, n_files=len(entries), forced=forced)}")
     copies = [
         None if forced else earlier.find(clip_id, path, stats.get(path))
         for clip_id, path, _ in entries
@@ -119,7 +121,7 @@ def extract_shard(
         StoreWriter(
             out_path, n_bins=p.n_bins, n_frames=p.n_frames, channels=p.channels, storage=kept
         ) as writer,
-        OpenStores() as shards,
+        earlier,
         forked_pool(processes) as pool,
     ):
         frontend = (
@@ -137,7 +139,7 @@ def extract_shard(
         try:
             for (clip_id, path, _), copy in zip(entries, copies, strict=True):
                 if copy is not None:
-                    earlier.copy(copy, shards, writer)
+                    earlier.copy(copy, writer)
                     records.append(copy.record)
                     continue
                 outcome = next(computed)
@@ -161,7 +163,7 @@ def extract_shard(
         writer.finish(
             metadata=computed_table(records),
             failures=dict(zip(FAILURE_COLUMNS, columns_of(failures, 3), strict=True)),
-            attrs={"feature_set": feature_set, **build},
+            attrs={"feature_set": feature_set, **build, "state": state},
             axes=axes(frontend.frequencies, params=p, frame_counts=writer.frame_counts),
             groups={"frontend": frontend.arrays()},
         )

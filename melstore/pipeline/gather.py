@@ -17,10 +17,12 @@ import numpy as np
 
 from melstore.errors import MelstoreError
 from melstore.features.extractor import FeatureParams
+from melstore.pipeline.reuse import BUILD_PARTS, record_path, write_record
 from melstore.store.format import (
     COMPUTED_COLUMNS,
     ERROR_COLUMN,
     FAILURE_COLUMNS,
+    SHARD_COLUMNS,
     OpenStores,
     Storage,
     StoreWriter,
@@ -47,7 +49,7 @@ def gather_store(
     on_error: str = "skip",
     min_success: float = 0.0,
 ) -> str:
-    """Stream every clip of ``manifest`` from its shard into one store.
+    """Stream every clip of ``manifest`` from its shard into one store, and write its record.
 
     ``manifest`` holds the stored manifest columns (clip_id, path, then the
     dataset CSV's), as :meth:`melstore.pipeline.manifest.Manifest.store_columns` gives
@@ -58,7 +60,8 @@ def gather_store(
 
     Rows follow the manifest order, never the shard order, so the store is the
     same for any shard size or core count. Only one clip's features are held
-    in memory at a time.
+    in memory at a time. Beside the store goes the record its next build
+    reuses clips by (:func:`melstore.pipeline.reuse.record_path`).
 
     Returns
     -------
@@ -112,6 +115,12 @@ def gather_store(
             groups={"frontend": gathering.frontend},
         )
         shape = writer.shape
+    write_record(
+        record_path(out_path),
+        table=gathering.record_table(),
+        build=gathering.build,
+        state=gathering.state,
+    )
     summary = f"{out_path}: {len(gathering.sources)} clips, features {shape} {np.dtype(kept.dtype)}"
     if kept.precision_db is not None:
         summary += f", within {kept.precision_db:g} of the computed values"
@@ -140,6 +149,11 @@ class Gathering:
         The library versions the shards were computed with.
     frontend : dict of str to np.ndarray
         The window and filter bank they were computed with.
+    build : dict
+        The params, storage, versions and code the shards were built with
+        (empty when they disagree: then the next build reuses nothing).
+    state : str
+        Digest of all the store was gathered from when the shards were built.
     """
 
     sources: list[tuple[str, int]]
@@ -148,6 +162,18 @@ class Gathering:
     computed: dict[str, dict[str, np.ndarray]]
     versions: dict
     frontend: dict[str, np.ndarray]
+    build: dict
+    state: str
+
+    def record_table(self) -> dict[str, np.ndarray]:
+        """Each stored clip's row of its shard's table (:data:`SHARD_COLUMNS`), in store order."""
+        return {
+            column: np.asarray(
+                [self.computed[shard][column][row] for shard, row in self.sources],
+                dtype=object if kind == "str" else kind,
+            )
+            for column, kind in SHARD_COLUMNS.items()
+        }
 
     def frame_counts(self) -> list[int]:
         """Frames of each clip to store, from variable-length shards' tables."""
@@ -181,7 +207,7 @@ def plan_gather(
     MelstoreError
         As :func:`gather_store` does, before anything is written.
     """
-    index, computed, failed, versions = _index_shards(shard_paths)
+    index, computed, failed, versions, builds = _index_shards(shard_paths)
     clip_ids = manifest["clip_id"][1]
     n_clips = sum(clip_id in index for clip_id in clip_ids)
     _check_success(n_clips, len(clip_ids), failed, min_success=min_success, out_path=out_path)
@@ -205,7 +231,10 @@ def plan_gather(
     sources = [index[clip_id] for clip_id in metadata["clip_id"]]
     # every shard job built the same front end: any shard's will do
     frontend = _frontend_arrays(shard_paths[0])
-    return Gathering(sources, metadata, failures, computed, versions, frontend)
+    [(build, digest)] = builds if len(builds) == 1 else [({}, "")]
+    return Gathering(
+        sources, metadata, failures, computed, versions, frontend, json.loads(build), digest
+    )
 
 
 def store_attrs(dataset: dict, feature_set: str, *, params: FeatureParams, versions: dict) -> dict:
@@ -233,13 +262,15 @@ def _check_success(n_ok: int, total: int, failed: dict, *, min_success, out_path
 
 
 def _index_shards(shard_paths):
-    """Map each clip id to its shard and row, and read the shards' small tables."""
-    index, computed, failed, versions = {}, {}, {}, None
+    """Map each clip id to its shard and row, and read the shards' small tables and builds."""
+    index, computed, failed, versions, builds = {}, {}, {}, None, set()
     for shard_path in map(str, shard_paths):
         with open_store(shard_path) as shard:  # once: shard_size=1 means thousands
             table = read_columns(shard, "metadata")
             shard_failures = read_columns(shard, "failures")
             shard_versions = json.loads(shard.attrs["versions"])
+            build = {part: _attr(shard.attrs, part) for part in BUILD_PARTS}
+            builds.add((json.dumps(build, sort_keys=True), str(shard.attrs["state"])))
         computed[shard_path] = table
         index.update((clip_id, (shard_path, i)) for i, clip_id in enumerate(table["clip_id"]))
         for record in zip(*(shard_failures[c] for c in FAILURE_COLUMNS), strict=True):
@@ -250,7 +281,13 @@ def _index_shards(shard_paths):
                 "rebuild them all with: snakemake --forcerun extract"
             )
         versions = shard_versions
-    return index, computed, failed, versions or {}
+    return index, computed, failed, versions or {}, builds
+
+
+def _attr(attrs, key: str):
+    """A shard attribute as written: JSON for dicts, else the plain value."""
+    value = attrs[key]
+    return json.loads(value) if key != "code" else str(value)
 
 
 def _frontend_arrays(shard_path: str | Path) -> dict[str, np.ndarray]:

@@ -118,6 +118,25 @@ class Plan:
         self._source_digests[shard] = digest.hexdigest()
         return self._source_digests[shard]
 
+    def gather_state(self, *settings: object) -> str:
+        """A digest of all a store is gathered from, besides its shards' features.
+
+        That is every shard's name and :meth:`shard_sources`, the metadata
+        CSV's size and mtime, the dataset section, ``on_error``,
+        ``min_success`` and ``settings`` (the gather's code and library
+        versions). Recorded with the store: an extraction job that runs while it
+        is unchanged was forced (:mod:`melstore.pipeline.reuse`).
+        """
+        digest = hashlib.sha256()
+        for shard in self.shards:
+            digest.update(f"{shard}\0{self.shard_sources(shard)}\0".encode())
+        for csv in [] if demo.is_demo_root(self.root) else self.metadata_files():
+            stat = os.stat(csv)  # the demo's depends on its generator rule instead
+            digest.update(f"{csv}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+        keys = ("dataset", "on_error", "min_success")
+        digest.update(repr([self.config[key] for key in keys] + list(settings)).encode())
+        return digest.hexdigest()
+
     def generated_files(self) -> list[str]:
         """Files the demo generator writes (its metadata CSV first), if the root is the demo's."""
         if not demo.is_demo_root(self.root):

@@ -1,21 +1,28 @@
-"""Copying a shard's unchanged clips from its previous build instead of computing them.
+"""Copying a shard's unchanged clips from the feature set's last store instead of computing them.
 
-What it buys: with one extraction job per feature set (the default
-``shard_size``), one changed file costs one decode, not the whole dataset.
+What it buys: one changed file costs one decode, not the whole dataset, and no
+second copy of the features stays on disk.
 
-How: Snakemake deletes a job's outputs before it reruns, so each finished shard
-file is also hard-linked under ``.previous/`` beside it (a link costs neither a
-copy nor space). A rerun of the shard reads its previous build, and the shards
-it was split from or merged from, and copies a clip when its file has the same
-path, size and modification time (what Snakemake itself trusts), and the shard
-was built with the same parameters, storage, library versions and extraction code.
+How: shard files are temporary (Snakemake deletes them once the store is
+gathered), so the last build of every clip is the store itself. Beside it the
+gather writes a small record, ``<feature set>.sources.h5``: for each stored
+clip, in store order, what its shard computed, its file's size and
+modification time, and the parameters, storage, library versions and
+extraction code of the build, and a digest of all it was gathered from. An
+extraction job copies a clip from the store
+when its file has the same path, size and mtime (what Snakemake itself trusts)
+and the build is alike.
 
-A job that Snakemake reruns although none of this changed was forced
-(``--forcerun``, ``--forceall``, an incomplete output): it copies nothing, so a
+Snakemake reruns every shard of a feature set when one of them changes (the
+gather needs them all, and they are gone); a shard whose own files are unchanged
+then copies all its clips. When nothing the store is gathered from changed (the
+dataset's files and metadata CSV, the gather's settings and code), the rerun was
+forced (``--forcerun``, ``--forceall``, an incomplete output): the job copies
+nothing, so a
 forced rerun recomputes a rewrite that kept a file's size and mtime. So does
-``reuse_clips: false`` in the config. The same previous build tells the
-one-line reason a shard is rebuilt, and lends its window and filter bank, so
-that a rerun need not build them with librosa.
+``reuse_clips: false`` in the config. The same record tells the one-line reason
+a shard is rebuilt, and the store lends its window and filter bank, so that a
+rerun need not build them with librosa.
 """
 
 from __future__ import annotations
@@ -30,15 +37,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from melstore.files import atomic_path
 from melstore.pipeline.shards import shard_key
-from melstore.store.format import SHARD_COLUMNS, OpenStores, StoreWriter, read_columns
-
-# Beside a feature set's shard files: a hard link to each one's last build, for
-# its next build to reuse (Snakemake deletes a job's output before it reruns).
-PREVIOUS_DIR = ".previous"
+from melstore.store.format import SHARD_COLUMNS, StoreWriter, read_columns, write_table
 
 # A file's size and modification time (ns): a clip is reused only if both are unchanged.
 FileStat = tuple[int, int]
+
+# What a build is made with; clips are copied only between builds alike in all four.
+BUILD_PARTS = ("params", "storage", "versions", "code")
 
 
 def file_stats(root: str | Path, paths: Sequence[str]) -> dict[str, FileStat]:
@@ -51,76 +58,36 @@ def file_stats(root: str | Path, paths: Sequence[str]) -> dict[str, FileStat]:
     return stats
 
 
-def previous_build(shard_file: str | Path) -> Path:
-    """Where the last build of ``shard_file`` is kept for its next build."""
-    path = Path(shard_file)
-    return path.parent / PREVIOUS_DIR / path.name
+def record_path(store: str | Path) -> Path:
+    """The record of what ``store`` was built from, beside it."""
+    store = Path(store)
+    return store.with_name(f"{store.stem}.sources.h5")
 
 
-def keep_previous_build(shard_file: str | Path) -> None:
-    """Hard-link a finished shard file to :func:`previous_build`, replacing the older link.
+def write_record(path: str | Path, *, table: dict[str, np.ndarray], build: dict, state: str):
+    """Write a store's record atomically: its clips' shard tables, its build, and its state.
 
-    A link, not a copy: it costs no time and, while the shard exists, no space.
-    Where the filesystem has no hard links, nothing is kept and a rerun
-    recomputes.
+    ``table`` holds :data:`SHARD_COLUMNS` for each stored clip, in store order.
     """
-    kept = previous_build(shard_file)
-    with suppress(OSError):
-        kept.parent.mkdir(exist_ok=True)
-        # unlink, then link: ext4 flushes a file renamed over another one
-        kept.unlink(missing_ok=True)
-        os.link(shard_file, kept)
-
-
-def shard_files(shard_file: str | Path) -> list[Path]:
-    """Existing shard files of the same feature set, and kept previous builds.
-
-    ``shard_file``'s own previous build comes first; a file reachable under
-    both names (a shard and its link) is listed once.
-    """
-    path = Path(shard_file)
-    found = sorted(
-        [*path.parent.glob("s*.h5"), *(path.parent / PREVIOUS_DIR).glob("s*.h5")],
-        key=lambda other: (other.name != path.name, other.name, other.parent.name == PREVIOUS_DIR),
-    )
-    files, inodes = [], set()
-    for other in found:
-        with suppress(OSError):  # vanished meanwhile
-            stat = other.stat()
-            inode = (stat.st_dev, stat.st_ino)
-            if inode not in inodes:
-                inodes.add(inode)
-                files.append(other)
-    return files
-
-
-def related_shard_files(shard_file: str | Path) -> list[Path]:
-    """Existing shard files on the same trie path as ``shard_file``.
-
-    That is the file itself (its previous build), the shards it was split from
-    (its prefixes) and the shards it was merged from (names it prefixes): the
-    only earlier files that can hold its clips.
-    """
-    stem = Path(shard_file).stem
-    return [
-        other
-        for other in shard_files(shard_file)
-        if stem.startswith(other.stem) or other.stem.startswith(stem)
-    ]
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=False) as record:
+        write_table(record.create_group("clips"), table)
+        record.attrs["build"] = json.dumps(build, sort_keys=True)
+        record.attrs["state"] = state
 
 
 @dataclass
 class LastBuild:
-    """What the last build of a shard was made from, to say what changed since."""
+    """What the last store of a feature set was built from, to say what changed since."""
 
     build: dict  # its params, storage, versions and code
-    files: dict[str, tuple[str, FileStat]]  # path -> (clip_id, stat), over its trie path
-    own: bool  # the shard's own previous build, not one it was split or merged from
+    files: dict[str, tuple[str, FileStat]]  # path -> (clip_id, stat)
+    state: str  # digest of all the store was gathered from: files, shards, CSV, settings
+    failed: frozenset[str] = frozenset()  # paths of the files that could not be processed
 
     def changes(
         self, build: dict, entries: Sequence[Sequence[str]], stats: dict[str, FileStat], out_path
     ) -> list[str]:
-        """What changed since this build, one phrase each; empty when the rerun was forced.
+        """What changed for this shard since this build, one phrase each.
 
         Parameters
         ----------
@@ -136,11 +103,11 @@ class LastBuild:
         changes = [
             f"{key}: {_short(old.get(key))} -> {_short(new.get(key))}"
             for part in ("params", "storage", "versions")
-            for old, new in [(self.build[part] or {}, build[part])]
+            for old, new in [(self.build.get(part) or {}, build[part])]
             for key in sorted(set(old) | set(new))
             if old.get(key) != new.get(key)
         ]
-        if self.build["code"] != build["code"]:
+        if self.build.get("code") != build["code"]:
             changes.append("extraction code changed")
         prefix = Path(out_path).stem.removeprefix("s")
         paths = {path for _, path, _ in entries}
@@ -150,8 +117,7 @@ class LastBuild:
                 for path in paths & self.files.keys()
                 if path in stats and stats[path] != self.files[path][1]
             ),
-            "added": sorted(paths - self.files.keys()),
-            # earlier shards on this trie path may also hold clips that now belong to a sibling
+            "added": sorted(paths - self.files.keys() - self.failed),
             "removed": sorted(
                 path
                 for path, (clip_id, _) in self.files.items()
@@ -165,85 +131,98 @@ class LastBuild:
 
 
 class PreviousBuild:
-    """Clips of earlier shard files that may be copied instead of computed."""
+    """Clips of the feature set's last store that may be copied instead of computed."""
 
     @dataclass(frozen=True)
     class Clip:
-        shard: str
         row: int
         record: tuple
-        frames: tuple[int, int] | None  # (offset, count) in a concatenated shard
+        frames: tuple[int, int] | None  # (offset, count) in a concatenated store
 
-    def __init__(self, paths: Sequence[str | Path], *, build: dict, name: str):
+    def __init__(self, store: str | Path | None, *, build: dict):
+        self.store = None if store is None else str(store)
         self.clips: dict[tuple, PreviousBuild.Clip] = {}
         self.last_build: LastBuild | None = None
         self.frontend: dict[str, np.ndarray] = {}  # window and filter bank, if built alike
-        for path in map(str, paths):
-            try:
-                with h5py.File(path, "r") as shard:
-                    table = read_columns(shard, "metadata")
-                    if self.last_build is None:  # the shard's own previous build comes first
-                        attrs = shard.attrs
-                        self.last_build = LastBuild(
-                            {
-                                key: _json_attr(attrs, key)
-                                for key in ("params", "storage", "versions")
-                            }
-                            | {"code": attrs.get("code")},
-                            {},
-                            own=Path(path).name == name,
-                        )
-                    columns = ("path", "clip_id", "source_size", "source_mtime_ns")
-                    files = zip(*(table[column].tolist() for column in columns), strict=True)
-                    for file, clip_id, *stat in files:  # the first (newest) build of a file wins
-                        self.last_build.files.setdefault(file, (clip_id, tuple(stat)))
-                    if built_alike(shard, build):
-                        self._add(path, table)
-                        if not self.frontend and "frontend" in shard:
-                            self.frontend = {k: v[()] for k, v in shard["frontend"].items()}
-            except (OSError, KeyError):
-                continue  # vanished, or not a complete shard file: nothing to reuse
+        self._features: h5py.Dataset | None = None
+        if self.store is None:
+            return
+        try:
+            with h5py.File(record_path(self.store), "r") as record:
+                table = read_columns(record, "clips")
+                last = json.loads(record.attrs["build"])
+                state = str(record.attrs["state"])
+            with h5py.File(self.store, "r") as store:
+                failed = frozenset(read_columns(store, "failures")["path"].tolist())
+            columns = ("path", "clip_id", "source_size", "source_mtime_ns")
+            files = zip(*(table[column].tolist() for column in columns), strict=True)
+            self.last_build = LastBuild(
+                last,
+                {path: (clip_id, tuple(stat)) for path, clip_id, *stat in files},
+                state,
+                failed,
+            )
+            if all(last.get(part) == build[part] for part in BUILD_PARTS):
+                self._index(table)
+        except (OSError, KeyError, ValueError):
+            self.last_build, self.clips = None, {}  # no store or record, or not one of ours
 
-    def _add(self, path: str, table: dict[str, np.ndarray]) -> None:
+    def _index(self, table: dict[str, np.ndarray]) -> None:
+        with h5py.File(self.store, "r") as store:
+            if store["metadata/clip_id"].shape[0] != len(table["clip_id"]):
+                return  # the record is not this store's
+            stored = read_columns(store, "metadata")
+            self.frontend = {k: v[()] for k, v in store.get("frontend", {}).items()}
+        offsets, counts = stored.get("frame_offset"), stored.get("n_frames")
         rows = zip(*(table[column].tolist() for column in SHARD_COLUMNS), strict=True)
-        offsets, counts = table.get("frame_offset"), table.get("n_frames")
         for row, record in enumerate(rows):
             frames = None if offsets is None else (int(offsets[row]), int(counts[row]))
-            key = (record[0], record[1], record[-2:])  # id, path, (size, mtime_ns)
-            self.clips.setdefault(key, PreviousBuild.Clip(path, row, record, frames))
+            key = (record[0], record[1], tuple(record[-3:-1]))  # id, path, (size, mtime_ns)
+            self.clips[key] = PreviousBuild.Clip(row, record, frames)
 
     def find(self, clip_id: str, path: str, stat: FileStat | None) -> PreviousBuild.Clip | None:
-        """The earlier clip with this id, path, size and mtime, if any."""
+        """The stored clip with this id, path, size and mtime, if any."""
         return None if stat is None else self.clips.get((clip_id, path, stat))
 
-    @staticmethod
-    def copy(clip: PreviousBuild.Clip, shards: OpenStores, writer: StoreWriter) -> None:
-        """Append a clip's features to ``writer``, as raw bytes where the layout allows."""
-        features = shards.features(clip.shard)
+    def copy(self, clip: PreviousBuild.Clip, writer: StoreWriter) -> None:
+        """Append a stored clip to ``writer``, as raw chunk bytes where the layout allows."""
+        if self._features is None:
+            self._features = h5py.File(self.store, "r")["features"]
         if clip.frames is None:
-            writer.append_chunk(features.id.read_direct_chunk(writer.chunk_offset(clip.row))[1])
+            offset = writer.chunk_offset(clip.row)
+            writer.append_chunk(self._features.id.read_direct_chunk(offset)[1])
         else:
             start, count = clip.frames
-            writer.append(features[:, start : start + count])
+            writer.append(self._features[:, start : start + count])
 
+    def close(self) -> None:
+        """Close the store, if a clip was copied from it."""
+        if self._features is not None:
+            self._features.file.close()
+            self._features = None
 
-def _json_attr(attrs, key: str):
-    return json.loads(attrs[key]) if key in attrs else None
+    def __enter__(self) -> PreviousBuild:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # File names listed in a rebuild reason before "and N more".
 _NAMES_SHOWN = 3
 
 
-def rebuild_reason(last: LastBuild | None, changes: Sequence[str], *, n_files: int) -> str:
+def rebuild_reason(
+    last: LastBuild | None, changes: Sequence[str], *, n_files: int, forced: bool
+) -> str:
     """One line saying why a shard is built: its first build, what changed, or forced."""
     if last is None:
         return f"building {n_files} files (no earlier build kept)"
-    if not changes and not last.own:
-        return f"building {n_files} files of a new shard, from those it was split or merged from"
-    if not changes:
+    if changes:
+        return "rebuilding: " + "; ".join(changes)
+    if forced:
         return "forced: no file or parameter changed since the last build; computing every clip"
-    return "rebuilding: " + "; ".join(changes)
+    return "no file of this shard changed since the last build; copying its clips"
 
 
 def _short(value) -> str:
@@ -255,13 +234,3 @@ def _short(value) -> str:
 def _names(paths: Sequence[str]) -> str:
     shown = ", ".join(paths[:_NAMES_SHOWN])
     return shown if len(paths) <= _NAMES_SHOWN else f"{shown} and {len(paths) - _NAMES_SHOWN} more"
-
-
-def built_alike(shard: h5py.File, build: dict) -> bool:
-    """Whether a shard file was built with these parameters, storage, library versions and code."""
-    attrs = shard.attrs
-    return (
-        attrs.get("code") == build["code"]
-        and set(SHARD_COLUMNS) <= set(json.loads(shard["metadata"].attrs["columns"]))
-        and all(json.loads(attrs[key]) == build[key] for key in ("params", "storage", "versions"))
-    )

@@ -419,8 +419,8 @@ class StoreWriter:
             )
         if self.n_frames is None:
             metadata = {**dict(metadata), **clip_locations(self.frame_counts)}
-        _write_table(self._file.create_group("metadata"), metadata)
-        _write_table(self._file.create_group("failures"), {c: failures[c] for c in FAILURE_COLUMNS})
+        write_table(self._file.create_group("metadata"), metadata)
+        write_table(self._file.create_group("failures"), {c: failures[c] for c in FAILURE_COLUMNS})
         axes_group = self._file.create_group("axes")
         for name, values in axes.items():
             axes_group.create_dataset(name, data=np.asarray(values, dtype=np.float64))
@@ -463,7 +463,7 @@ def clip_locations(frame_counts: Sequence[int]) -> dict[str, np.ndarray]:
     return {"frame_offset": np.cumsum(counts) - counts, "n_frames": counts}
 
 
-def _write_table(group: h5py.Group, table: Table) -> None:
+def write_table(group: h5py.Group, table: Table) -> None:
     """One dataset per column: bool, int64, float64, or UTF-8 strings ('' for missing)."""
     group.attrs["columns"] = json.dumps([str(c) for c in table])
     for column, values in dict(table).items():

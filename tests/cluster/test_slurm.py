@@ -73,7 +73,7 @@ def test_demo_through_slurm_matches_a_local_build_byte_for_byte(tmp_path):
 
     # Extraction and gather went through sbatch; SLURM knows every job as completed.
     submitted = re.findall(r"submitted with SLURM jobid (\d+)", result.stderr)
-    shards = list((on_slurm / "results/demo/shards").glob("*/*.h5"))
+    shards = list((on_slurm / "logs/demo/extract").glob("*/*.log"))  # a log per shard job
     assert len(submitted) == len(shards) + len(STORES)
     assert len(shards) >= 4
     assert set(slurm_states(submitted).values()) == {"COMPLETED"}

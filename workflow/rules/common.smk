@@ -30,6 +30,8 @@ if plan.manifest.unlisted:
     )
 # In every rule's params: upgrading a library that shapes the outputs reruns them.
 VERSIONS = library_versions()
+# All a store is gathered from: an extraction job that runs while it is unchanged was forced.
+GATHER_STATE = plan.gather_state(code_fingerprint(GATHER_MODULES), VERSIONS)
 RESULTS = f"results/{plan.dataset}"
 LOGS = f"logs/{plan.dataset}"
 

@@ -2,8 +2,8 @@ rule extract:
     input:
         generated=plan.generated_files(),
     output:
-        # its previous build stays linked under .previous/, so that unchanged clips are copied
-        f"{RESULTS}/shards/{{featureset}}/{{shard}}.h5",
+        # gone once gathered: a rerun copies unchanged clips from the store instead
+        temp(f"{RESULTS}/shards/{{featureset}}/{{shard}}.h5"),
     log:
         f"{LOGS}/extract/{{featureset}}/{{shard}}.log",
     benchmark:
@@ -17,6 +17,8 @@ rule extract:
     params:
         entries=lambda wildcards: plan.shard_entries(wildcards.shard),
         sources=lambda wildcards: plan.shard_sources(wildcards.shard),
+        gather_state=GATHER_STATE,
+        store=lambda wildcards: store_path(wildcards.featureset),
         features=feature_params,
         storage=storage_params,
         versions=VERSIONS,

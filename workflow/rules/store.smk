@@ -3,7 +3,9 @@ rule gather:
         shards=shard_paths,
         metadata=plan.metadata_files(),
     output:
-        f"{RESULTS}/{{featureset}}.h5",
+        store=f"{RESULTS}/{{featureset}}.h5",
+        # what the store's clips were computed from: its next build reuses them by it
+        record=f"{RESULTS}/{{featureset}}.sources.h5",
     log:
         f"{LOGS}/gather/{{featureset}}.log",
     benchmark:
