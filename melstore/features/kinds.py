@@ -412,9 +412,12 @@ def _window(params: FeatureParams) -> np.ndarray:
 
 def _padded_window(params: FeatureParams) -> np.ndarray:
     """:func:`_window` zero-padded on both sides to ``n_fft`` samples."""
+    window = _window(params)
+    if len(window) == params.n_fft:  # nothing to pad: librosa.util's import sets up numba
+        return window
     import librosa
 
-    return librosa.util.pad_center(_window(params), size=params.n_fft)
+    return librosa.util.pad_center(window, size=params.n_fft)
 
 
 def _mel_spectrogram(
