@@ -284,7 +284,8 @@ def facts(contenders: list[Tool], rows: list[int]) -> list[str]:
         f"- HF datasets without `with_format('numpy')` (rows as Python lists): "
         f"{lists_ms:.3f} ms per read.",
         f"- The HF datasets' features equal melstore's within {difference:.5f} dB.",
-        f"- melstore's size is its store; with the shards it keeps for incremental reruns, "
+        f"- melstore's size is its store; with the record it keeps for incremental reruns "
+        f"(its shards are deleted once gathered), "
         f"`{store.parents[1].name}/` holds {results:.1f} MB.",
     ]
 

@@ -37,7 +37,7 @@ def config(root, n_mels_b=16):
             "a": {"preset": "seed", "n_mels": 32, "duration": 0.5},
             "b": {"preset": "seed", "n_mels": n_mels_b, "duration": 0.5},
         },
-        "shard_size": 5,
+        "shard_size": 10,  # a few shards per set: every one reruns after a change
     }
 
 
