@@ -154,25 +154,28 @@ class PreviousBuild:
                 state = str(record.attrs["state"])
             with h5py.File(self.store, "r") as store:
                 failed = frozenset(read_columns(store, "failures")["path"].tolist())
-            columns = ("path", "clip_id", "source_size", "source_mtime_ns")
-            files = zip(*(table[column].tolist() for column in columns), strict=True)
-            self.last_build = LastBuild(
-                last,
-                {path: (clip_id, tuple(stat)) for path, clip_id, *stat in files},
-                state,
-                failed,
-            )
-            if all(last.get(part) == build[part] for part in BUILD_PARTS):
-                self._index(table)
+                columns = ("path", "clip_id", "source_size", "source_mtime_ns")
+                files = zip(*(table[column].tolist() for column in columns), strict=True)
+                self.last_build = LastBuild(
+                    last,
+                    {path: (clip_id, tuple(stat)) for path, clip_id, *stat in files},
+                    state,
+                    failed,
+                )
+                if all(last.get(part) == build[part] for part in BUILD_PARTS):
+                    self._index(store, table)
         except (OSError, KeyError, ValueError):
             self.last_build, self.clips = None, {}  # no store or record, or not one of ours
 
-    def _index(self, table: dict[str, np.ndarray]) -> None:
-        with h5py.File(self.store, "r") as store:
-            if store["metadata/clip_id"].shape[0] != len(table["clip_id"]):
-                return  # the record is not this store's
-            stored = read_columns(store, "metadata")
-            self.frontend = {k: v[()] for k, v in store.get("frontend", {}).items()}
+    def _index(self, store: h5py.File, table: dict[str, np.ndarray]) -> None:
+        metadata = store["metadata"]
+        if metadata["clip_id"].shape[0] != len(table["clip_id"]):
+            return  # the record is not this store's
+        self.frontend = {k: v[()] for k, v in store.get("frontend", {}).items()}
+        # only a concatenated store locates its clips by frames
+        stored = {
+            name: metadata[name][()] for name in ("frame_offset", "n_frames") if name in metadata
+        }
         offsets, counts = stored.get("frame_offset"), stored.get("n_frames")
         rows = zip(*(table[column].tolist() for column in SHARD_COLUMNS), strict=True)
         for row, record in enumerate(rows):
