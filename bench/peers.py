@@ -59,6 +59,7 @@ from bench.run import (
     machine,
     measure,
     median_run,
+    publish,
     snakemake_command,
 )
 
@@ -424,11 +425,8 @@ def main(files: int, cores: int, workdir: Path, repeats: int, reads: int, out: P
                for tool, run in zip(contenders, runs, strict=True)]  # fmt: skip
     command = (f"python -m bench.peers --files {files} --cores {cores} --repeats {repeats} "
                f"--reads {reads}")  # fmt: skip
-    text = report(contenders, results, facts(contenders, rows), files=files, cores=cores,
-                  command=command)  # fmt: skip
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    click.echo(text)
+    publish(report(contenders, results, facts(contenders, rows), files=files, cores=cores,
+                   command=command), out)  # fmt: skip
 
 
 if __name__ == "__main__":

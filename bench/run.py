@@ -152,6 +152,13 @@ def one_file_changed(name: str, root: Path, command: list[str], *, positions) ->
     return median_run(runs)
 
 
+def publish(text: str, out: Path) -> None:
+    """Write a benchmark's Markdown report to ``out`` and print it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    click.echo(text)
+
+
 def machine() -> list[str]:
     model = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -336,10 +343,7 @@ def main(
     command = f"python -m bench.run --files {files} --cores {cores} --repeats {repeats}" + (
         f" --shard-size {shard_size}" if shard_size else ""
     )
-    text = report(runs, extra, files=files, cores=cores, command=command)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    click.echo(text)
+    publish(report(runs, extra, files=files, cores=cores, command=command), out)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from bench.run import (
     machine,
     measure,
     one_file_changed,
+    publish,
     random_reads,
     snakemake_command,
 )
@@ -196,10 +197,7 @@ def main(files: int, cores: int, workdir: Path, out: Path) -> None:
         "## Machine",
         *machine(),
     ]
-    text = "\n".join(lines) + "\n"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    click.echo(text)
+    publish("\n".join(lines) + "\n", out)
 
 
 if __name__ == "__main__":

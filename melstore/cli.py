@@ -1,8 +1,8 @@
-"""The ``melstore`` command line: info, show, export and verify.
+"""The ``melstore`` command line: info, show, export, verify and audit.
 
 Exit status: 0 on success, 2 with a one-line message for bad input (a missing
-file, not a store, an unknown clip), and for ``verify`` 1 when the sources
-differ from the store.
+file, not a store, an unknown clip), 1 when ``verify`` finds the store differs
+from its sources or its recorded computation, or ``audit`` finds leakage.
 """
 
 from __future__ import annotations
@@ -179,15 +179,37 @@ def export(store: Path, kind: str, output: Path | None) -> None:
     type=click.Path(exists=True, file_okay=False),
     help="Where the dataset is now (default: the root recorded in the store).",
 )
-def verify(store: Path, root: str | None) -> None:
+@click.option(
+    "--recompute",
+    "n_recompute",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Also recompute N clips (a seeded choice) from their audio with the installed "
+    "libraries, and compare them with the stored values.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the recomputed clips."
+)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(min=0),
+    help="Largest difference allowed for --recompute, in the store's units "
+    "(default: the larger of 0.01 and the store's precision_db).",
+)
+def verify(
+    store: Path, root: str | None, n_recompute: int | None, seed: int, tolerance: float | None
+) -> None:
     """Check STORE's values against its recorded precision, and its sources.
 
     Reports the recorded precision bound and checks that every stored value
     satisfies it; then re-hashes the sources and lists files that changed,
-    vanished or are new. Prints one line per problem, then a summary on
-    stderr. Exits 1 if anything is wrong, 0 if the store matches both.
+    vanished or are new. With --recompute N it also recomputes N clips in the
+    current environment (the drift guard), reports the largest difference
+    and the library versions that differ from those the store records, and
+    fails beyond the tolerance. Prints one line per problem, then a summary
+    on stderr. Exits 1 if anything is wrong, 0 if the store matches.
     """
-    from melstore.pipeline.verify import verify_sources
+    from melstore.pipeline.verify import recompute_clips, verify_sources
     from melstore.store.format import open_store, precision_problems
 
     start = time.perf_counter()
@@ -197,23 +219,86 @@ def verify(store: Path, root: str | None) -> None:
             measured = float(opened.attrs.get("max_error_db", 0.0))
             problems = precision_problems(opened)
         changes = verify_sources(store, root=root)
+        drift = (
+            None
+            if n_recompute is None
+            else recompute_clips(
+                store, n_clips=n_recompute, root=root, seed=seed, tolerance=tolerance
+            )
+        )
     for problem in problems:
         click.echo(f"precision {problem}")
     for change in changes:
         click.echo(f"{change.kind:<8} {change.path}")
+    summary = [_precision_summary(bound, measured, problems), _source_summary(changes)]
+    if drift is not None:
+        for name, (recorded, now) in drift.versions.items():
+            click.echo(f"version  {name} {recorded} in the store, {now} here")
+        for clip_id, why in drift.skipped.items():
+            click.echo(f"skipped  {clip_id}: {why}")
+        for clip_id, difference in drift.beyond.items():
+            click.echo(
+                f"drift    {clip_id}: differs by {difference:.4g} (tolerance {drift.tolerance:g})"
+            )
+        summary.append(_drift_summary(drift))
     seconds = time.perf_counter() - start
-    counts = {kind: sum(c.kind == kind for c in changes) for kind in ("changed", "missing", "new")}
+    click.echo(f"{store}: {'; '.join(summary)} ({seconds:.1f} s)", err=True)
+    sys.exit(1 if changes or problems or (drift is not None and drift.beyond) else 0)
+
+
+def _precision_summary(bound: float | None, measured: float, problems: list[str]) -> str:
     verdict = "not met" if problems else "met"
     if bound is None:
-        precision = f"exact values ({verdict})"
-    else:
-        precision = f"precision_db {bound:g} {verdict} (largest error {measured:g})"
-    click.echo(
-        f"{store}: {precision}; {counts['changed']} changed, {counts['missing']} missing, "
-        f"{counts['new']} new ({seconds:.1f} s)",
-        err=True,
+        return f"exact values ({verdict})"
+    return f"precision_db {bound:g} {verdict} (largest error {measured:g})"
+
+
+def _source_summary(changes: list) -> str:
+    counts = {kind: sum(c.kind == kind for c in changes) for kind in ("changed", "missing", "new")}
+    return f"{counts['changed']} changed, {counts['missing']} missing, {counts['new']} new"
+
+
+def _drift_summary(drift) -> str:
+    clip_id, largest = drift.largest
+    verdict = "DRIFT" if drift.beyond else "no drift"
+    versions = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in drift.versions.items())
+    return (
+        f"{verdict}: recomputed {len(drift.differences)} clips, largest difference "
+        f"{largest:.4g} ({clip_id or 'none'}), tolerance {drift.tolerance:g}; "
+        f"versions {'differ: ' + versions if versions else 'as recorded'}"
     )
-    sys.exit(1 if changes or problems else 0)
+
+
+@main.command()
+@STORE
+@click.option(
+    "--source-column",
+    metavar="COLUMN",
+    help="Metadata column naming each clip's source recording (default: the store's own: "
+    "UrbanSound8K fsID, ESC-50 src_file, or the config's dataset.source_column).",
+)
+def audit(store: Path, source_column: str | None) -> None:
+    """Audit STORE's folds for leakage between training and test clips.
+
+    Lists clips whose source audio is identical (the stored checksum) but
+    which sit in different folds, then clips that share a source recording
+    across folds, then the clips per class and fold. The folds are those of
+    melstore.open(STORE).folds(). Prints a one-line verdict on stderr. Exits 1
+    if it finds leakage, 0 if the folds are clean, 2 on bad input.
+    """
+    import pandas as pd
+
+    from melstore.store.audit import audit_store
+    from melstore.store.reader import Store
+
+    with expected_errors(), Store(store) as opened:
+        found = audit_store(opened, source_column=source_column)
+    for leak in found.leaks:
+        click.echo(leak.line())
+    with pd.option_context("display.max_rows", None, "display.max_columns", None):
+        click.echo(f"\nclips per class and {found.fold_column}:\n{found.balance}")
+    click.echo(found.summary(), err=True)
+    sys.exit(1 if found.leaks else 0)
 
 
 def clip_row(store: Store, clip: str) -> int:

@@ -55,6 +55,9 @@ def test_defaults_are_filled_in_and_every_parameter_is_explicit():
         ({"dataset__layout": "folder"}, "'dataset.layout': somewhere/resources/demo holds the "
                                         "generated demo, which is in the urbansound8k layout"),
         ({"dataset__generate": "demo"}, "config key 'dataset': unknown key 'generate'"),
+        ({"dataset__source_column": "fsid"}, "config key 'dataset.source_column': 'fsid' is not "
+                                             "a column of the dataset's metadata; columns: "
+                                             "slice_file_name, fsID, start"),
         ({"dataset__root": "."}, "config key 'dataset.root': "),
         ({"dataset__root": "results/data"}, "overlaps the workflow's output folder"),
         ({"feature_sets__mine__deltas": True, "feature_sets__mine__duration": None},

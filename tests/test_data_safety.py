@@ -14,6 +14,7 @@ import pytest
 import yaml
 from conftest import REPO, make_esc50, run_snakemake, snakemake_command, tone, write_audio
 
+import melstore
 from melstore.store.format import read_table
 
 N_US8K = 20  # fewer clips than the demo's 48: a build of the demo would show
@@ -83,6 +84,33 @@ def test_a_config_with_only_name_layout_and_root_builds_that_dataset(dataset, tm
         assert len(read_table(tmp_path / f"work/results/mine/{name}.h5")) == n_clips
     assert not (tmp_path / "work/resources").exists(), "the demo was generated"
     assert "Traceback" not in result.stderr
+
+
+SOURCE_COLUMNS = {"urbansound8k": "fsID", "esc50": "take", "folder": "label"}
+
+
+@pytest.mark.parametrize("dataset", LAYOUTS, indirect=True)
+def test_a_source_column_is_recorded_audited_and_writes_nothing_to_the_dataset(dataset, tmp_path):
+    layout, root, n_clips = dataset
+    before = snapshot(root)
+    column = SOURCE_COLUMNS[layout]
+    config = {
+        "dataset": {"name": "mine", "layout": layout, "root": str(root), "source_column": column},
+        "features": ["seed"],
+    }
+    run_snakemake(tmp_path / "work", config)
+    assert snapshot(root) == before
+    store = tmp_path / "work/results/mine/seed.h5"
+    with melstore.open(store) as opened:
+        assert opened.attrs["source_column"] == column and len(opened) == n_clips
+    page = (tmp_path / "work/results/mine/report/seed/audit.html").read_text()
+    assert f"shared {column}" in page
+    result = subprocess.run(
+        [sys.executable, "-m", "melstore.cli", "audit", str(store)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode in (0, 1) and f"shared {column}" in result.stderr
+    assert snapshot(root) == before
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from conftest import REPO, assert_real_image, merged_config, run_snakemake
 
 FEATURE_SETS = ("seed", "logspec", "seed64")
 FIGURES = ("classes.png", "power_vs_db.png", "counts.png")
-TABLES = ("counts.html", "failures.html")
+TABLES = ("counts.html", "failures.html", "audit.html")
 
 
 @pytest.fixture(scope="module")

@@ -95,11 +95,16 @@ class FeatureParams:
         return 1 + (max(n_samples, self.frame_length) - self.frame_length) // self.hop_length
 
     @property
+    def frame_shape(self) -> tuple[int, ...]:
+        """Shape of one frame of features: (n_bins,), or (channels, n_bins) with deltas."""
+        return (*((len(self.channels),) if self.channels else ()), self.n_bins)
+
+    @property
     def clip_shape(self) -> tuple[int, ...] | None:
         """Shape of one clip's features; None for variable length."""
         if self.n_frames is None:
             return None
-        return (*((len(self.channels),) if self.channels else ()), self.n_bins, self.n_frames)
+        return (*self.frame_shape, self.n_frames)
 
     @property
     def n_frames(self) -> int | None:

@@ -39,6 +39,7 @@ from melstore.store.format import (
     computed_table,
     library_versions,
 )
+from melstore.store.stats import MOMENTS_GROUP, Moments
 
 log = logging.getLogger("melstore")
 
@@ -117,6 +118,7 @@ def extract_shard(
     ]
     todo = [entry for entry, copy in zip(entries, copies, strict=True) if copy is None]
     records, failures = [], []
+    moments = Moments.empty(len(entries), p.frame_shape)  # row i: the i-th stored clip's
     with (
         StoreWriter(
             out_path, n_bins=p.n_bins, n_frames=p.n_frames, channels=p.channels, storage=kept
@@ -139,8 +141,11 @@ def extract_shard(
         try:
             for (clip_id, path, _), copy in zip(entries, copies, strict=True):
                 if copy is not None:
-                    earlier.copy(copy, writer)
+                    values = earlier.copy(copy, writer)
                     records.append(copy.record)
+                    moments[len(records) - 1] = Moments.of_clip(
+                        values, n_frames=copy.n_frames_valid
+                    )
                     continue
                 outcome = next(computed)
                 if isinstance(outcome, str):
@@ -150,12 +155,13 @@ def extract_shard(
                     log.warning("%s: %s", path, outcome)
                     progress.update(failed=True)
                     continue
-                stored, record, error = outcome
+                stored, record, error, clip_moments = outcome
                 if isinstance(stored, bytes):
                     writer.append_chunk(stored)
                 else:
                     writer.append(stored)
                 records.append((clip_id, path, *record, *stats.get(path, (-1, -1)), error))
+                moments[len(records) - 1] = clip_moments
                 progress.update()
         except BaseException:
             pool.shutdown(cancel_futures=True)  # map() queued every file: drop the rest
@@ -165,7 +171,10 @@ def extract_shard(
             failures=dict(zip(FAILURE_COLUMNS, columns_of(failures, 3), strict=True)),
             attrs={"feature_set": feature_set, **build, "state": state},
             axes=axes(frontend.frequencies, params=p, frame_counts=writer.frame_counts),
-            groups={"frontend": frontend.arrays()},
+            groups={
+                "frontend": frontend.arrays(),
+                MOMENTS_GROUP: moments[: len(records)].arrays(),
+            },
         )
     progress.done()
 
@@ -199,11 +208,12 @@ def compute_clip(
     root: str | Path,
     storage: Storage,
     encode: ChunkEncoder | None,
-) -> str | tuple[bytes | np.ndarray, tuple, float]:
-    """One clip's stored values, computed columns and error, or the reason it failed.
+) -> str | tuple[bytes | np.ndarray, tuple, float, Moments]:
+    """One clip's stored values, computed columns, error and moments, or why it failed.
 
     ``entry`` is (clip_id, path, problem). The values come back as a store
-    chunk's bytes when ``encode`` is given (fixed-length clips), else as an array.
+    chunk's bytes when ``encode`` is given (fixed-length clips), else as an
+    array. The moments are those of the stored values' valid frames.
     """
     _, path, problem = entry
     try:
@@ -229,7 +239,8 @@ def compute_clip(
         clip.peak_db,
         checksum,
     )
-    return (values if encode is None else encode(values)), record, error
+    moments = Moments.of_clip(values, n_frames=clip.n_frames_valid)
+    return (values if encode is None else encode(values)), record, error, moments
 
 
 def naming_a_dead_worker(outcomes: Iterator, todo: Sequence) -> Iterator:

@@ -21,15 +21,22 @@ EXTRACT_MODULES = (
     "melstore.features.extractor",
     "melstore.pipeline.extract",
     "melstore.store.format",
+    "melstore.store.stats",
 )
 # Modules whose code decides how shards become the final store.
-GATHER_MODULES = ("melstore.pipeline.gather", "melstore.pipeline.manifest", "melstore.store.format")
+GATHER_MODULES = (
+    "melstore.pipeline.gather",
+    "melstore.pipeline.manifest",
+    "melstore.store.format",
+    "melstore.store.stats",
+)
 # Modules whose code draws the report figures and tables of a store.
 REPORT_MODULES = (
     "melstore.report.tables",
     "melstore.report.figures",
     "melstore.store.reader",
     "melstore.store.format",
+    "melstore.store.audit",
 )
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from melstore.errors import MelstoreError
 from melstore.features.extractor import FeatureParams
+from melstore.pipeline.manifest import source_column
 from melstore.pipeline.reuse import BUILD_PARTS, record_path, write_record
 from melstore.store.format import (
     COMPUTED_COLUMNS,
@@ -32,7 +33,10 @@ from melstore.store.format import (
     open_store,
     read_columns,
 )
+from melstore.store.stats import MOMENTS_GROUP, STATS_GROUP, Moments
 
+# Clips whose moments the gather pools at a time: its memory does not grow with the shards.
+MOMENTS_BLOCK = 1024
 # What Manifest.store_columns gives: column name -> (numpy dtype, values in manifest order).
 ManifestColumns = Mapping[str, tuple[str, Sequence]]
 
@@ -112,7 +116,10 @@ def gather_store(
             | kept.attrs()
             | gathering.error_attrs(kept),
             axes=gathering.axes(p),
-            groups={"frontend": gathering.frontend},
+            groups={
+                "frontend": gathering.frontend,
+                STATS_GROUP: fold_stats(gathering, p.frame_shape, out_path=out_path),
+            },
         )
         shape = writer.shape
     write_record(
@@ -191,6 +198,42 @@ class Gathering:
         return axes(self.frontend["frequencies"], params=params, frame_counts=counts)
 
 
+def fold_stats(
+    gathering: Gathering, frame_shape: tuple[int, ...], *, out_path: str | Path
+) -> dict[str, np.ndarray | str]:
+    """The moments of each fold's frames, pooled from the shards' clip moments, one shard at a time.
+
+    The folds are those :meth:`melstore.store.reader.Store.folds` gives by
+    default. When the clips have no usable folds (a fold column with empty
+    values), every clip goes into one group and ``fold_column`` is empty.
+    """
+    from melstore.store.format import as_frame
+    from melstore.store.reader import assign_folds
+
+    clip_ids = gathering.metadata["clip_id"]
+    try:
+        assigned = assign_folds(as_frame(gathering.metadata), where=out_path)
+        of_rows, fold_column = assigned.tolist(), str(assigned.name)
+        labels = sorted(set(of_rows))
+    except MelstoreError:
+        of_rows, labels, fold_column = [""] * len(clip_ids), [""], ""
+    index_of = {label: i for i, label in enumerate(labels)}
+    group_of = {clip_id: index_of[fold] for clip_id, fold in zip(clip_ids, of_rows, strict=True)}
+    folds = Moments.empty(len(labels), frame_shape)
+    for shard_path, table in gathering.computed.items():
+        with open_store(shard_path) as shard:
+            for start in range(0, len(table["clip_id"]), MOMENTS_BLOCK):
+                rows = slice(start, start + MOMENTS_BLOCK)
+                clip_ids = table["clip_id"][rows]
+                stored = np.array([clip_id in group_of for clip_id in clip_ids], dtype=bool)
+                clips = Moments.read(shard[MOMENTS_GROUP], rows)[stored]
+                groups = [group_of[clip_id] for clip_id in clip_ids[stored]]
+                folds = Moments.concatenate([folds, clips]).pooled(
+                    np.concatenate([np.arange(len(labels)), groups]), len(labels)
+                )
+    return {"fold": np.asarray(labels), **folds.arrays(), "fold_column": fold_column}
+
+
 def plan_gather(
     manifest: ManifestColumns,
     shard_paths: Sequence[str | Path],
@@ -244,6 +287,7 @@ def store_attrs(dataset: dict, feature_set: str, *, params: FeatureParams, versi
         "dataset_layout": dataset["layout"],
         "dataset_root": str(dataset["root"]),
         "dataset_metadata": str(dataset["metadata"] or ""),
+        "source_column": source_column(dataset),
         "feature_set": feature_set,
         "params": params.to_dict(),
         "versions": versions,

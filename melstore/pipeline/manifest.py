@@ -54,6 +54,16 @@ ESCAPES_ROOT = "path escapes the dataset root"
 NOT_FOUND = "file not found"
 # Where each layout keeps its own metadata CSV, relative to the root.
 LAYOUT_CSV = {"urbansound8k": "metadata/UrbanSound8K.csv", "esc50": "meta/esc50.csv"}
+# The column of each layout's CSV naming a clip's source recording: its clips must share a fold.
+LAYOUT_SOURCE_COLUMN = {"urbansound8k": "fsID", "esc50": "src_file"}
+
+
+def source_column(dataset: dict) -> str:
+    """The metadata column naming each clip's source recording, or ``""`` when none is known.
+
+    ``dataset.source_column`` if the config names one, else the layout's own.
+    """
+    return dataset.get("source_column") or LAYOUT_SOURCE_COLUMN.get(dataset["layout"], "")
 
 
 @dataclass

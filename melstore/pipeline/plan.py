@@ -82,6 +82,7 @@ class Plan:
             for name in config["features"]
         }
         manifest = load_manifest(dataset)
+        check_source_column(dataset, manifest)
         shards = assign_shards(list(manifest.table["clip_id"]), config["shard_size"])
         return cls(
             config, dataset["name"], Path(dataset["root"]), manifest, feature_sets, storage, shards
@@ -148,6 +149,16 @@ class Plan:
         dataset = self.config["dataset"]
         csv = metadata_csv(dataset["root"], dataset["layout"], dataset["metadata"])
         return [] if csv is None else [str(csv)]
+
+
+def check_source_column(dataset: dict, manifest: Manifest) -> None:
+    """Refuse a ``dataset.source_column`` the dataset's metadata does not have."""
+    column = dataset.get("source_column")
+    if column is not None and column not in manifest.csv_columns:
+        raise ConfigError(
+            f"config key 'dataset.source_column': {column!r} is not a column of the dataset's "
+            f"metadata; columns: {', '.join(manifest.csv_columns)}"
+        )
 
 
 def load_manifest(dataset: dict) -> Manifest:

@@ -46,6 +46,7 @@ FileStat = tuple[int, int]
 
 # What a build is made with; clips are copied only between builds alike in all four.
 BUILD_PARTS = ("params", "storage", "versions", "code")
+_N_FRAMES_VALID = list(SHARD_COLUMNS).index("n_frames_valid")
 
 
 def file_stats(root: str | Path, paths: Sequence[str]) -> dict[str, FileStat]:
@@ -136,8 +137,12 @@ class PreviousBuild:
     @dataclass(frozen=True)
     class Clip:
         row: int
-        record: tuple
+        record: tuple  # its row of the record's table (SHARD_COLUMNS)
         frames: tuple[int, int] | None  # (offset, count) in a concatenated store
+
+        @property
+        def n_frames_valid(self) -> int:
+            return int(self.record[_N_FRAMES_VALID])
 
     def __init__(self, store: str | Path | None, *, build: dict):
         self.store = None if store is None else str(store)
@@ -187,16 +192,23 @@ class PreviousBuild:
         """The stored clip with this id, path, size and mtime, if any."""
         return None if stat is None else self.clips.get((clip_id, path, stat))
 
-    def copy(self, clip: PreviousBuild.Clip, writer: StoreWriter) -> None:
-        """Append a stored clip to ``writer``, as raw chunk bytes where the layout allows."""
+    def copy(self, clip: PreviousBuild.Clip, writer: StoreWriter) -> np.ndarray:
+        """Append a stored clip to ``writer``, as raw chunk bytes where the layout allows.
+
+        Returns the clip's stored values (for its moments).
+        """
         if self._features is None:
             self._features = h5py.File(self.store, "r")["features"]
         if clip.frames is None:
-            offset = writer.chunk_offset(clip.row)
-            writer.append_chunk(self._features.id.read_direct_chunk(offset)[1])
-        else:
-            start, count = clip.frames
-            writer.append(self._features[:, start : start + count])
+            chunk = self._features.id.read_direct_chunk(writer.chunk_offset(clip.row))[1]
+            writer.append_chunk(chunk)
+            if self._features.compression is None and not self._features.shuffle:
+                return np.frombuffer(chunk, self._features.dtype).reshape(self._features.shape[1:])
+            return self._features[clip.row]  # decoded by HDF5's filters
+        start, count = clip.frames
+        values = self._features[:, start : start + count]
+        writer.append(values)
+        return values
 
     def close(self) -> None:
         """Close the store, if a clip was copied from it."""

@@ -1,4 +1,5 @@
-"""Check a store against its sources: which files changed, vanished or appeared."""
+"""Check a store against its sources (which files changed, vanished or appeared), and
+against its computation: recompute clips in the current environment (the drift guard)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from melstore.errors import AudioError
 from melstore.features.audio import file_checksum
+from melstore.features.extractor import FeatureExtractor, FeatureParams, Frontend
+from melstore.pipeline.extract import compute_clip
 from melstore.pipeline.manifest import build_manifest
-from melstore.store.format import open_store, read_group
+from melstore.store.format import Storage, library_versions, open_store, read_group
+from melstore.store.reader import Store
+
+# Default tolerance of a recomputed value (store units), unless its precision_db is coarser.
+DRIFT_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -61,3 +70,104 @@ def _checksum(path: Path) -> str | None:
         return file_checksum(path)
     except AudioError:
         return None
+
+
+@dataclass(frozen=True)
+class Drift:
+    """How far recomputed clips are from the stored ones (:func:`recompute_clips`).
+
+    Attributes
+    ----------
+    differences : dict of str to float
+        The largest absolute difference of each recomputed clip, by clip id
+        (infinite when the recomputed shape differs).
+    skipped : dict of str to str
+        Clips not compared, by clip id, and why (their file changed or fails now).
+    tolerance : float
+        The largest difference allowed.
+    versions : dict of str to (str, str)
+        The libraries whose version differs: (recorded in the store, now).
+    """
+
+    differences: dict[str, float]
+    skipped: dict[str, str]
+    tolerance: float
+    versions: dict[str, tuple[str, str]]
+
+    @property
+    def largest(self) -> tuple[str, float]:
+        """The clip with the largest difference, and that difference."""
+        return max(self.differences.items(), key=lambda item: item[1], default=("", 0.0))
+
+    @property
+    def beyond(self) -> dict[str, float]:
+        """The clips that differ by more than the tolerance."""
+        return {clip: d for clip, d in self.differences.items() if not d <= self.tolerance}
+
+
+def recompute_clips(
+    store: str | Path,
+    *,
+    n_clips: int,
+    root: str | Path | None = None,
+    seed: int = 0,
+    tolerance: float | None = None,
+) -> Drift:
+    """Recompute a seeded choice of clips from their audio, here and now, and compare.
+
+    The window and filter bank are rebuilt with the installed librosa, and
+    the features computed with the store's recorded parameters, so a library
+    upgrade or a store whose values do not match its parameters shows up as
+    a difference.
+
+    Parameters
+    ----------
+    store : str or Path
+        A melstore store.
+    n_clips : int
+        How many clips to recompute (all of them if the store has fewer).
+    root : str or Path, optional
+        Where the dataset is now; default: the root recorded in the store.
+    seed : int
+        Seed of the choice of clips.
+    tolerance : float, optional
+        The largest difference allowed; default: the larger of 0.01 and the
+        store's ``precision_db``.
+    """
+    with Store(store) as opened:
+        params = FeatureParams.from_dict(opened.params)
+        root = Path(root if root is not None else opened.attrs["dataset_root"])
+        if tolerance is None:
+            tolerance = max(DRIFT_TOLERANCE, opened.precision_db or 0.0)
+        chosen = np.random.default_rng(seed).choice(
+            len(opened), size=min(n_clips, len(opened)), replace=False
+        )
+        columns = opened.metadata_columns
+        extractor = FeatureExtractor(Frontend.build(params))
+        differences, skipped = {}, {}
+        for row in sorted(chosen.tolist()):
+            clip_id, path = columns["clip_id"][row], columns["path"][row]
+            outcome = compute_clip(
+                (clip_id, path, ""), extractor=extractor, root=root, storage=Storage(), encode=None
+            )
+            if isinstance(outcome, str):
+                skipped[clip_id] = f"cannot be computed now: {outcome}"
+                continue
+            values, record, _, _ = outcome
+            if record[-1] != columns["source_xxh128"][row]:
+                skipped[clip_id] = f"{path} changed since the store was built"
+                continue
+            stored = opened.clip(row)
+            differences[clip_id] = (
+                float(np.max(np.abs(stored - values), initial=0.0))
+                if stored.shape == values.shape
+                else float("inf")
+            )
+        recorded = opened.versions
+    now = library_versions()
+    versions = {
+        name: (recorded.get(name, "?"), now.get(name, "?"))
+        for name in sorted(set(recorded) | set(now))
+        if recorded.get(name) != now.get(name)
+    }
+    return Drift(differences, skipped, tolerance, versions)

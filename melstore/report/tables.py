@@ -16,10 +16,13 @@ from typing import TYPE_CHECKING
 
 from melstore.errors import MelstoreError
 from melstore.files import atomic_path
+from melstore.store.audit import audit_store
 from melstore.store.reader import Store
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from melstore.store.audit import Audit
 
 
 def write_report(
@@ -30,6 +33,7 @@ def write_report(
     counts: str | Path,
     counts_table: str | Path,
     failures: str | Path,
+    audit: str | Path,
     processes: int = 1,
 ) -> None:
     """Write every report figure and table of one store.
@@ -40,8 +44,9 @@ def write_report(
         The store.
     classes, power_vs_db, counts : str or Path
         PNG files: one clip per class, the seed question, class x fold counts.
-    counts_table, failures : str or Path
-        HTML tables: class x fold counts with totals, and the failed files.
+    counts_table, failures, audit : str or Path
+        HTML pages: class x fold counts with totals, the failed files, and
+        the leakage audit of the folds (:func:`melstore.store.audit.audit_store`).
     processes : int
         Processes drawing the figures (each figure takes about half a second).
     """
@@ -63,6 +68,7 @@ def write_report(
             opened.failures.set_index("clip_id"), title=title, empty="Every file was read."
         )
         write_text(table, failures)
+        write_text(audit_page(audit_store(opened), name=name), audit)
     # forked once the store is closed: each worker opens it itself
     with ProcessPoolExecutor(
         max_workers=max(1, min(processes, len(drawings))),
@@ -79,9 +85,32 @@ def draw_figure(figure: Callable, path: str | Path, *, store: str | Path) -> Non
         save_figure(figure(opened), path)
 
 
+def audit_page(found: Audit, *, name: str) -> str:
+    """The leakage audit as an HTML page: its verdict, the leaking clips, the class balance."""
+    leaks = html_body(
+        found.leak_table().set_index("kind"),
+        empty="No clip shares its audio or its source recording across folds.",
+    )
+    balance = html_body(found.balance)
+    return html_page(
+        f"{name}: leakage audit",
+        f"<p>{html.escape(found.verdict())}</p><h4>Clips across folds</h4>{leaks}"
+        f"<h4>Clips per class and {html.escape(found.fold_column)}</h4>{balance}",
+    )
+
+
 def html_table(frame: pd.DataFrame, *, title: str, empty: str = "none") -> str:
     """A small self-contained HTML page holding one table (the report shows HTML inline)."""
-    body = frame.to_html(border=0) if len(frame) else f"<p>{html.escape(empty)}</p>"
+    return html_page(title, html_body(frame, empty=empty))
+
+
+def html_body(frame: pd.DataFrame, *, empty: str = "none") -> str:
+    """A table as HTML, or ``empty`` in a paragraph when it has no rows."""
+    return frame.to_html(border=0) if len(frame) else f"<p>{html.escape(empty)}</p>"
+
+
+def html_page(title: str, body: str) -> str:
+    """A small self-contained HTML page: a title and ``body``."""
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>"

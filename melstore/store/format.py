@@ -400,14 +400,15 @@ class StoreWriter:
         failures: Table,
         attrs: dict,
         axes: dict[str, np.ndarray],
-        groups: dict[str, dict[str, np.ndarray]] | None = None,
+        groups: dict[str, dict[str, np.ndarray | str]] | None = None,
     ) -> None:
         """Write the tables, axes and attributes; the store is renamed on exit.
 
         ``metadata`` has one row per appended clip, in the same order; both
         tables map column names to equally long columns (a DataFrame works).
         Dict values of ``attrs`` are stored as JSON. ``groups`` are further
-        named groups of arrays (a shard keeps its front end there).
+        named groups of arrays (a shard keeps its front end there); a text
+        value in one becomes an attribute of its group.
         """
         n_rows = {len(values) for values in dict(metadata).values()}
         if self.n_frames is not None and self._n_clips is None:
@@ -427,7 +428,12 @@ class StoreWriter:
         for group_name, arrays in (groups or {}).items():
             group = self._file.create_group(group_name)
             for name, values in arrays.items():
-                group.create_dataset(name, data=values)
+                if isinstance(values, str):
+                    group.attrs[name] = values
+                elif np.asarray(values).dtype.kind in "OU":
+                    group.create_dataset(name, data=[str(v) for v in values], dtype=_STRING)
+                else:
+                    group.create_dataset(name, data=values)
         all_attrs = {
             "format": FORMAT,
             "layout_version": LAYOUT_VERSION,

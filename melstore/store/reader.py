@@ -25,6 +25,7 @@ import numpy as np
 
 from melstore.errors import MelstoreError
 from melstore.store.format import as_frame, open_store, read_columns
+from melstore.store.stats import STATS_GROUP, Moments
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -224,7 +225,7 @@ class Store:
             values = self.features[..., start : start + int(self.metadata_columns["n_frames"][row])]
         return values.astype(np.float32, copy=False)
 
-    def read(self, rows: Rows = None) -> np.ndarray:
+    def read(self, rows: Rows = None, *, normalise=None) -> np.ndarray:
         """The features of many clips as one array, in the order of ``rows``.
 
         Parameters
@@ -232,6 +233,10 @@ class Store:
         rows : array of int, DataFrame, or None
             Feature rows (e.g. from :meth:`folds`), a :meth:`select` result
             (its index), or None for every clip.
+        normalise : fold, list of folds, or None
+            Normalise each bin with the train statistics of this held-out
+            fold, ``(x - mean) / std`` with ``stats(held_out=normalise)``
+            (a bin of std 0 is only centred); None for the stored values.
 
         Returns
         -------
@@ -250,12 +255,27 @@ class Store:
                 "read them one at a time with clip()"
             )
         if rows is None:
-            return self.features[()].astype(np.float32, copy=False)
-        rows = self._checked_rows(rows)
-        out = np.empty((len(rows), *self.features.shape[1:]), dtype=np.float32)
-        for position, row in enumerate(rows):  # one chunk per clip: no fancy-index cost
-            self.features.read_direct(out, np.s_[row], np.s_[position])
+            out = self.features[()].astype(np.float32, copy=False)
+        else:
+            rows = self._checked_rows(rows)
+            out = np.empty((len(rows), *self.features.shape[1:]), dtype=np.float32)
+            for position, row in enumerate(rows):  # one chunk per clip: no fancy-index cost
+                self.features.read_direct(out, np.s_[row], np.s_[position])
+        if normalise is not None:
+            mean, scale = self.normaliser(normalise)
+            out -= mean
+            out /= scale
         return out
+
+    def normaliser(self, held_out) -> tuple[np.ndarray, np.ndarray]:
+        """float32 ``(mean, scale)`` for ``(x - mean) / scale`` over whole clips.
+
+        The train statistics of ``held_out`` (:meth:`stats`), with a time axis
+        to broadcast over frames; a bin of std 0 gets scale 1.
+        """
+        mean, std = self.stats(held_out=held_out)
+        scale = np.where(std > 0, std, 1.0)
+        return mean[..., None].astype(np.float32), scale[..., None].astype(np.float32)
 
     def select(self, **filters) -> pd.DataFrame:
         """The metadata rows matching every filter; the index is the feature row.
@@ -300,26 +320,16 @@ class Store:
         pd.Series
             One fold per row; its name is the column, or ``"fold (fallback)"``.
         """
-        if column is None and FOLD_COLUMN not in self.metadata.columns:
-            return self._fallback_folds(n_splits)
-        column = column or FOLD_COLUMN
-        folds = self._column(column)
-        empty = folds.isna() | (folds.astype(str) == "")
-        if empty.any():
-            raise MelstoreError(
-                f"{self.path}: column {column!r} is empty for {int(empty.sum())} clip(s), e.g. "
-                f"{self.metadata['clip_id'][empty].iat[0]!r}; give every clip a fold"
-            )
-        return folds
+        return assign_folds(self.metadata, column=column, n_splits=n_splits, where=self.path)
 
-    def folds(
-        self, *, column: str | None = None, n_splits: int = 5
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    def folds(self, *, column: str | None = None, n_splits: int = 5) -> list[Split]:
         """Cross-validation splits: (train rows, test rows) for each fold.
 
         Each fold is the test set once, in sorted fold order, and every row is
         in exactly one test set. The rows index :attr:`features` and
-        :attr:`metadata`.
+        :attr:`metadata`. Each split's ``fold`` is its held-out fold: pass it
+        as ``normalise`` to :meth:`read` or :meth:`to_torch_dataset` to
+        normalise both sides with the train statistics of that fold.
 
         Parameters
         ----------
@@ -344,12 +354,68 @@ class Store:
         --------
         >>> for train, test in store.folds():
         ...     model.fit(store.read(train), ...)
+        >>> for split in store.folds():
+        ...     X_train = store.read(split.train, normalise=split.fold)
         """
         of_rows = self.fold_of_rows(column=column, n_splits=n_splits).to_numpy()
         return [
-            (np.flatnonzero(of_rows != fold), np.flatnonzero(of_rows == fold))
+            Split(np.flatnonzero(of_rows != fold), np.flatnonzero(of_rows == fold), fold=fold)
             for fold in sorted(set(of_rows.tolist()))
         ]
+
+    def stats(self, held_out=None) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std of the features for normalising, without the held-out fold.
+
+        Computed when the store was built, over the valid frames of each clip
+        (``n_frames_valid``: zero padding does not bias them) and from the
+        stored values, per frequency bin (per channel and bin with deltas).
+
+        Parameters
+        ----------
+        held_out : fold, list of folds, or None
+            The fold(s) whose clips are left out, as in :meth:`folds` (the
+            dataset's ``fold`` column, else the fallback split of 5 folds);
+            None for the whole set.
+
+        Returns
+        -------
+        mean, std : np.ndarray
+            float64, shaped like one frame: (n_bins,), or (channels, n_bins)
+            with deltas. ``std`` is the population std (``ddof=0``).
+
+        Raises
+        ------
+        MelstoreError
+            If ``held_out`` is not a fold of the store, no clip is left, or the
+            store was written before melstore kept statistics.
+
+        Examples
+        --------
+        >>> mean, std = store.stats(held_out=10)  # UrbanSound8K: train on folds 1-9
+        >>> X = (store.read(test) - mean[..., None]) / std[..., None]
+        """
+        group = self._file.get(STATS_GROUP)
+        if group is None:
+            raise MelstoreError(
+                f"{self.path} was written before melstore kept statistics; rebuild it"
+            )
+        folds = [_plain(label) for label in group["fold"][()]]
+        keep = np.ones(len(folds), dtype=bool)
+        if held_out is not None:
+            if not group.attrs["fold_column"]:
+                self.fold_of_rows()  # raises: why the clips have no usable folds
+            wanted = list(held_out) if isinstance(held_out, list | tuple | set) else [held_out]
+            unknown = [fold for fold in wanted if fold not in folds]
+            if unknown:
+                raise MelstoreError(
+                    f"{self.path}: held_out={unknown[0]!r} is not a fold; "
+                    f"folds: {', '.join(map(str, folds))}"
+                )
+            keep = np.array([fold not in wanted for fold in folds], dtype=bool)
+        pooled = Moments.read(group)[keep].total()
+        if not pooled.count[0]:
+            raise MelstoreError(f"{self.path}: no clip is left to compute statistics from")
+        return pooled.mean[0], pooled.std[0]
 
     def class_fold_counts(self) -> pd.DataFrame:
         """Clips per class (rows) and fold (columns), with totals."""
@@ -393,7 +459,9 @@ class Store:
             return values.to_numpy(dtype=np.int64)
         return np.unique(values.astype(str).to_numpy(), return_inverse=True)[1].astype(np.int64)
 
-    def to_torch_dataset(self, rows: Rows = None, *, target: str | None = None, transform=None):
+    def to_torch_dataset(
+        self, rows: Rows = None, *, target: str | None = None, normalise=None, transform=None
+    ):
         """A PyTorch map-style dataset of (features, target) over ``rows``.
 
         Needs PyTorch, which melstore does not install. Each worker of a
@@ -405,8 +473,11 @@ class Store:
             The clips, e.g. a fold's train rows; None for every clip.
         target : str, optional
             The column the targets come from (see :meth:`targets`).
+        normalise : fold, list of folds, or None
+            Normalise each clip with the train statistics of this held-out
+            fold, as :meth:`read` does; None for the stored values.
         transform : callable, optional
-            Applied to each clip's features tensor.
+            Applied to each clip's features tensor, after normalising.
 
         Returns
         -------
@@ -429,15 +500,13 @@ class Store:
             ) from None
         rows = np.arange(len(self)) if rows is None else self._checked_rows(rows)
         opener = functools.partial(Store, self.path)
-        return ClipDataset(opener, rows, self.targets(target)[rows], transform=transform)
+        normaliser = None if normalise is None else self.normaliser(normalise)
+        return ClipDataset(
+            opener, rows, self.targets(target)[rows], normaliser=normaliser, transform=transform
+        )
 
     def _column(self, column: str) -> pd.Series:
-        if column not in self.metadata.columns:
-            raise MelstoreError(
-                f"{self.path} has no metadata column {column!r}; "
-                f"columns: {', '.join(self.metadata.columns)}"
-            )
-        return self.metadata[column]
+        return metadata_column(self.metadata, column, where=self.path)
 
     def _checked_rows(self, rows: Rows) -> np.ndarray:
         pandas = sys.modules.get("pandas")  # not imported: rows are no DataFrame
@@ -452,21 +521,80 @@ class Store:
             )
         return rows.astype(np.int64)
 
-    def _fallback_folds(self, n_splits: int) -> pd.Series:
-        import pandas as pd
 
-        if n_splits < 2:
-            raise MelstoreError(f"n_splits must be at least 2, got {n_splits}")
-        table = self.metadata
-        order = pd.DataFrame(
-            {
-                "label": table[self.label_column].astype(str) if self.label_column else "",
-                "hash": [hashlib.sha256(str(c).encode()).hexdigest() for c in table["clip_id"]],
-            }
-        ).sort_values(["label", "hash"], kind="stable")
-        folds = pd.Series(0, index=table.index, name=f"{FOLD_COLUMN} (fallback)")
-        folds[order.index] = np.arange(len(order)) % n_splits + 1
-        return folds
+class Split(tuple):
+    """One fold's (train rows, test rows); ``fold`` is the fold held out for testing."""
+
+    fold: int | str
+
+    def __new__(cls, train: np.ndarray, test: np.ndarray, *, fold: int | str):
+        split = super().__new__(cls, (train, test))
+        split.fold = fold
+        return split
+
+    @property
+    def train(self) -> np.ndarray:
+        return self[0]
+
+    @property
+    def test(self) -> np.ndarray:
+        return self[1]
+
+
+def metadata_column(metadata: pd.DataFrame, column: str, *, where: object) -> pd.Series:
+    """One column of a store's metadata; ``where`` names the store in the error.
+
+    Raises
+    ------
+    MelstoreError
+        If there is no such column.
+    """
+    if column not in metadata.columns:
+        raise MelstoreError(
+            f"{where} has no metadata column {column!r}; columns: {', '.join(metadata.columns)}"
+        )
+    return metadata[column]
+
+
+def assign_folds(
+    metadata: pd.DataFrame, *, column: str | None = None, n_splits: int = 5, where: object
+) -> pd.Series:
+    """The test fold of every row of a store's metadata (see :meth:`Store.folds`).
+
+    Raises
+    ------
+    MelstoreError
+        If the column is missing or has empty values, or ``n_splits`` < 2.
+    """
+    if column is None and FOLD_COLUMN not in metadata.columns:
+        return _fallback_folds(metadata, n_splits)
+    column = column or FOLD_COLUMN
+    folds = metadata_column(metadata, column, where=where)
+    empty = folds.isna() | (folds.astype(str) == "")
+    if empty.any():
+        raise MelstoreError(
+            f"{where}: column {column!r} is empty for {int(empty.sum())} clip(s), e.g. "
+            f"{metadata['clip_id'][empty].iat[0]!r}; give every clip a fold"
+        )
+    return folds
+
+
+def _fallback_folds(metadata: pd.DataFrame, n_splits: int) -> pd.Series:
+    import pandas as pd
+
+    if n_splits < 2:
+        raise MelstoreError(f"n_splits must be at least 2, got {n_splits}")
+    label_column = next((c for c in LABEL_COLUMNS if c in metadata.columns), None)
+    order = pd.DataFrame(
+        {
+            "label": metadata[label_column].astype(str) if label_column else "",
+            "hash": [hashlib.sha256(str(c).encode()).hexdigest() for c in metadata["clip_id"]],
+        },
+        index=metadata.index,
+    ).sort_values(["label", "hash"], kind="stable")
+    folds = pd.Series(0, index=metadata.index, name=f"{FOLD_COLUMN} (fallback)")
+    folds[order.index] = np.arange(len(order)) % n_splits + 1
+    return folds
 
 
 def _plain(value):

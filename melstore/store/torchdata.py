@@ -29,6 +29,8 @@ class ClipDataset(Dataset):
         Feature rows of the clips, in item order.
     targets : np.ndarray
         int64 target of each item.
+    normaliser : (np.ndarray, np.ndarray), optional
+        ``(mean, scale)``: each clip becomes ``(x - mean) / scale``.
     transform : callable, optional
         Applied to each clip's features tensor.
     """
@@ -39,9 +41,11 @@ class ClipDataset(Dataset):
         rows: np.ndarray,
         targets: np.ndarray,
         *,
+        normaliser: tuple[np.ndarray, np.ndarray] | None = None,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         self.open_store, self.rows, self.targets = open_store, rows, targets
+        self.normaliser = normaliser
         self.transform = transform
         self._store: Store | None = None
         self._pid: int | None = None
@@ -50,7 +54,11 @@ class ClipDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        features = torch.from_numpy(self._open().clip(int(self.rows[index])))
+        values = self._open().clip(int(self.rows[index]))
+        if self.normaliser is not None:
+            mean, scale = self.normaliser
+            values = (values - mean) / scale
+        features = torch.from_numpy(values)
         if self.transform is not None:
             features = self.transform(features)
         return features, torch.tensor(self.targets[index], dtype=torch.int64)

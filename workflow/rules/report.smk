@@ -22,6 +22,9 @@ rule report:
         failures=report_file(
             "failures.html", caption="failures.rst", shows="files that failed"
         ),
+        audit=report_file(
+            "audit.html", caption="audit.rst", shows="leakage between folds"
+        ),
     log:
         f"{LOGS}/report/{{featureset}}.log",
     localrule: True
