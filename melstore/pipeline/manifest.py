@@ -197,8 +197,8 @@ def manifest_from_listing(
 
 
 def _folder(csv: pd.DataFrame | None, files: dict[str, str]) -> Manifest:
-    table = pd.DataFrame({"path": sorted(files)})
-    table["label"] = [PurePosixPath(p).parent.name for p in table["path"]]
+    paths = sorted(files)  # plain str: PurePosixPath and Arrow-backed Series are slow per file
+    table = pd.DataFrame({"path": paths, "label": [_parent_name(p) for p in paths]})
     csv_columns = ["label"]
     if csv is not None:
         _check_columns(csv, ["path"])
@@ -210,9 +210,15 @@ def _folder(csv: pd.DataFrame | None, files: dict[str, str]) -> Manifest:
         table = table.sort_values("path", kind="stable").reset_index(drop=True)
         csv_columns = ["label"] + [c for c in csv.columns if c not in ("path", "label")]
     table.insert(0, "clip_id", table["path"])
-    table.insert(2, "problem", [_problem(p, files) for p in table["path"]])
+    paths = table["path"].tolist() if csv is not None else paths
+    table.insert(2, "problem", [_problem(p, files) for p in paths])
     table = table[["clip_id", "path", "problem", *csv_columns]]
     return Manifest(table=table, csv_columns=csv_columns)
+
+
+def _parent_name(path: str) -> str:
+    """The name of a relative posix path's folder, as ``PurePosixPath(path).parent.name``."""
+    return path.rpartition("/")[0].rpartition("/")[2]
 
 
 def _problem(path: str, files: dict[str, str]) -> str:
