@@ -224,10 +224,10 @@ def fold_stats(
         with open_store(shard_path) as shard:
             for start in range(0, len(table["clip_id"]), MOMENTS_BLOCK):
                 rows = slice(start, start + MOMENTS_BLOCK)
-                clip_ids = table["clip_id"][rows]
-                stored = np.array([clip_id in group_of for clip_id in clip_ids], dtype=bool)
+                block_ids = table["clip_id"][rows]
+                stored = np.array([clip_id in group_of for clip_id in block_ids], dtype=bool)
                 clips = Moments.read(shard[MOMENTS_GROUP], rows)[stored]
-                groups = [group_of[clip_id] for clip_id in clip_ids[stored]]
+                groups = [group_of[clip_id] for clip_id in block_ids[stored]]
                 folds = Moments.concatenate([folds, clips]).pooled(
                     np.concatenate([np.arange(len(labels)), groups]), len(labels)
                 )

@@ -150,6 +150,7 @@ class PreviousBuild:
         self.last_build: LastBuild | None = None
         self.frontend: dict[str, np.ndarray] = {}  # window and filter bank, if built alike
         self._features: h5py.Dataset | None = None
+        self._raw_chunks = False
         if self.store is None:
             return
         try:
@@ -199,10 +200,12 @@ class PreviousBuild:
         """
         if self._features is None:
             self._features = h5py.File(self.store, "r")["features"]
+            # without filters a chunk's bytes are the values themselves: no decoding
+            self._raw_chunks = self._features.compression is None and not self._features.shuffle
         if clip.frames is None:
             chunk = self._features.id.read_direct_chunk(writer.chunk_offset(clip.row))[1]
             writer.append_chunk(chunk)
-            if self._features.compression is None and not self._features.shuffle:
+            if self._raw_chunks:
                 return np.frombuffer(chunk, self._features.dtype).reshape(self._features.shape[1:])
             return self._features[clip.row]  # decoded by HDF5's filters
         start, count = clip.frames
