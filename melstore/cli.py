@@ -1,4 +1,4 @@
-"""The ``melstore`` command line: info, show, export, verify and audit.
+"""The ``melstore`` command line: info, show, export, verify, audit and plan.
 
 Exit status: 0 on success, 2 with a one-line message for bad input (a missing
 file, not a store, an unknown clip), 1 when ``verify`` finds the store differs
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -299,6 +300,44 @@ def audit(store: Path, source_column: str | None) -> None:
         click.echo(f"\nclips per class and {found.fold_column}:\n{found.balance}")
     click.echo(found.summary(), err=True)
     sys.exit(1 if found.leaks else 0)
+
+
+@main.command()
+@click.option(
+    "--configfile",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Your config, as given to snakemake (merged over the workflow's config.yaml).",
+)
+@click.option(
+    "--cores",
+    type=click.IntRange(min=1),
+    default=os.cpu_count() or 1,
+    show_default="this machine's",
+    help="The --cores snakemake will be given.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the timed sample.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+def plan(configfile: Path, cores: int, seed: int, as_json: bool) -> None:
+    """Predict what building the stores of CONFIGFILE costs, before building them.
+
+    Times a seeded sample of the dataset's files (at least one of each format
+    and sample rate) through the real extraction code, then predicts for each
+    feature set its CPU and wall time at --cores, its extraction jobs, its
+    store's size and an extraction job's memory. Also recommends a shard_size
+    and the SLURM resources of an extraction job for profiles/slurm. Nothing
+    is written.
+    """
+    from melstore.pipeline.planner import load_plan, predict
+
+    with expected_errors():
+        planned = load_plan(configfile)
+        prediction = predict(planned, cores=cores, seed=seed)
+    if as_json:
+        click.echo(json.dumps(prediction.to_dict(), indent=2))
+        return
+    for line in prediction.lines():
+        click.echo(line)
 
 
 def clip_row(store: Store, clip: str) -> int:

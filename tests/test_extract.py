@@ -14,7 +14,7 @@ from conftest import tone, write_audio
 from melstore.errors import AudioError, MelstoreError
 from melstore.features.presets import resolve_feature_set
 from melstore.pipeline import extract, reuse
-from melstore.store.format import Storage
+from melstore.store.format import Storage, computed_table
 
 SEED = resolve_feature_set("seed", {})
 
@@ -107,8 +107,8 @@ def last_build(files, *, state="now", **changed):
     return reuse.LastBuild({**build, **changed}, files, state)
 
 
-def reason(last, build, entries, stats, out_path="s.h5", state="now"):
-    changes = last.changes(build, entries, stats, out_path) if last else []
+def reason(last, build, entries, stats, state="now"):
+    changes = last.changes(build, entries, stats) if last else []
     forced = last is not None and not changes and last.state == state
     return reuse.rebuild_reason(last, changes, n_files=len(entries), forced=forced)
 
@@ -143,18 +143,38 @@ def test_the_rebuild_reason_names_the_first_files_that_changed_and_counts_the_re
     )
 
 
-def test_a_removed_file_is_named_only_by_the_shard_it_belonged_to():
-    from melstore.pipeline.shards import shard_key
+def test_a_shard_reads_only_its_own_clips_from_the_record(tmp_path):
+    """The record is kept in shard-key order: a shard's clips, and no other, are its slice."""
+    from melstore.pipeline.shards import assign_shards
 
-    build = last_build({}).build
-    ids = [f"clip{i}" for i in range(40)]
-    ours = [clip for clip in ids if shard_key(clip).startswith("0")]
-    gone = ours[0]
-    old = {f"{clip}.wav": (clip, (1, 1)) for clip in ids}  # the parent shard held all 40
-    entries = [(clip, f"{clip}.wav", "") for clip in ours[1:]]
+    ids = [f"clip{i}" for i in range(200)]
+    table = computed_table(
+        [(clip, f"{clip}.wav", 22050, 1, "WAV", "PCM_16", 1.0, 22050, 44, -3.0, "x", 1, 1, 0.0)
+         for clip in ids]
+    )  # fmt: skip
+    reuse.write_record(tmp_path / "r.h5", table=table, build={}, state="now")
+    shards = assign_shards(ids, 30)
+    assert len(shards) > 4
+    read = {}
+    for shard, rows in shards.items():
+        own, _, _, length = reuse.read_record(tmp_path / "r.h5", shard)
+        assert length == 200
+        assert sorted(own["clip_id"]) == sorted(ids[row] for row in rows), shard
+        assert [ids[row] for row in own["store_row"]] == list(own["clip_id"])
+        read.update(dict(zip(own["clip_id"], own["store_row"].tolist(), strict=True)))
+    assert read == {clip: row for row, clip in enumerate(ids)}
+    # a shard split since: each half reads its own part of its parent's clips
+    parent = next(shard for shard, rows in shards.items() if len(rows) > 10)
+    halves = [reuse.read_record(tmp_path / "r.h5", parent + bit)[0]["clip_id"] for bit in "01"]
+    assert sorted([*halves[0], *halves[1]]) == sorted(ids[row] for row in shards[parent])
+    # the removed file a shard names is one of its own
+    own, *_ = reuse.read_record(tmp_path / "r.h5", parent)
+    files = zip(own["clip_id"], own["path"], strict=True)
+    last = last_build({path: (clip, (1, 1)) for clip, path in files})
+    entries = [(clip, f"{clip}.wav", "") for clip in own["clip_id"][1:]]
     stats = {path: (1, 1) for _, path, _ in entries}
-    assert reason(last_build(old), build, entries, stats, "s0.h5") == (
-        f"rebuilding: 1 file(s) removed: {gone}.wav"
+    assert reason(last, last.build, entries, stats) == (
+        f"rebuilding: 1 file(s) removed: {own['clip_id'][0]}.wav"
     )
 
 

@@ -65,6 +65,27 @@ def file_checksum(path: str | Path) -> str:
         raise AudioError(f"cannot read file: {err.strerror or err}") from None
 
 
+def read_header(path: str | Path) -> AudioInfo:
+    """What the header of the audio file at ``path`` says, without decoding it.
+
+    Raises
+    ------
+    AudioError
+        If the file is not readable audio.
+    """
+    try:
+        info = sf.info(os.fspath(path))
+    except (sf.LibsndfileError, sf.SoundFileError, RuntimeError, OSError) as err:
+        raise AudioError(f"{path}: not readable audio: {err}") from None
+    return AudioInfo(
+        sample_rate=info.samplerate,
+        channels=info.channels,
+        subtype=info.subtype,
+        format=info.format,
+        frames=info.frames,
+    )
+
+
 def decode(
     source: str | Path | bytes, *, max_duration: float | None = None
 ) -> tuple[np.ndarray, AudioInfo]:

@@ -106,10 +106,10 @@ def extract_shard(
         "code": code,
     }
     name = f"{feature_set}/{Path(out_path).stem}"
-    earlier = PreviousBuild(previous, build=build)
+    earlier = PreviousBuild(previous, build=build, shard=Path(out_path).stem)
     stats = file_stats(root, [path for _, path, problem in entries if not problem])
     last = earlier.last_build
-    changes = last.changes(build, entries, stats, out_path) if last else []
+    changes = last.changes(build, entries, stats) if last else []
     forced = last is not None and not changes and last.state == state
     say(f"{name}: {rebuild_reason(last, changes, n_files=len(entries), forced=forced)}")
     copies = [
@@ -131,7 +131,7 @@ def extract_shard(
         )
         compute = functools.partial(
             compute_clip,
-            extractor=FeatureExtractor(frontend),
+            extractor=FeatureExtractor(frontend) if todo else None,  # scipy: 0.3 s to import
             root=root,
             storage=kept,
             encode=ChunkEncoder(kept, p.clip_shape) if p.clip_shape else None,

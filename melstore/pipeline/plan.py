@@ -51,6 +51,7 @@ class Plan:
     storage: dict[str, Storage]
     shards: dict[str, list[int]]
     _source_digests: dict[str, str] = field(default_factory=dict, repr=False)
+    _entries: dict[str, list[list[str]]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_config(cls, config: dict, *, schema_path: str | Path) -> Plan:
@@ -90,9 +91,14 @@ class Plan:
 
     def shard_entries(self, shard: str) -> list[list[str]]:
         """(clip_id, path, problem) of each clip in ``shard``, as plain lists."""
-        table = self.manifest.table
-        rows = table.iloc[self.shards[shard]]
-        return rows[["clip_id", "path", "problem"]].values.tolist()
+        if not self._entries:  # all shards at once: Snakemake asks for each more than once
+            table = self.manifest.table
+            columns = (table[name].tolist() for name in ("clip_id", "path", "problem"))
+            rows = list(zip(*columns, strict=True))
+            self._entries = {
+                name: [list(rows[row]) for row in members] for name, members in self.shards.items()
+            }
+        return self._entries[shard]
 
     def shard_sources(self, shard: str) -> str:
         """A digest of the size and mtime of every file in ``shard``.

@@ -38,7 +38,7 @@ import h5py
 import numpy as np
 
 from melstore.files import atomic_path
-from melstore.pipeline.shards import shard_key
+from melstore.pipeline.shards import KEY_BITS, key_range, key_value
 from melstore.store.format import SHARD_COLUMNS, StoreWriter, read_columns, write_table
 
 # A file's size and modification time (ns): a clip is reused only if both are unchanged.
@@ -47,6 +47,8 @@ FileStat = tuple[int, int]
 # What a build is made with; clips are copied only between builds alike in all four.
 BUILD_PARTS = ("params", "storage", "versions", "code")
 _N_FRAMES_VALID = list(SHARD_COLUMNS).index("n_frames_valid")
+# Record columns besides SHARD_COLUMNS: each clip's row in the store, and its shard key.
+STORE_ROW, SHARD_KEY = "store_row", "shard_key"
 
 
 def file_stats(root: str | Path, paths: Sequence[str]) -> dict[str, FileStat]:
@@ -69,11 +71,37 @@ def write_record(path: str | Path, *, table: dict[str, np.ndarray], build: dict,
     """Write a store's record atomically: its clips' shard tables, its build, and its state.
 
     ``table`` holds :data:`SHARD_COLUMNS` for each stored clip, in store order.
+    The record keeps them in shard-key order, with each clip's store row, so
+    that a shard's clips are one slice of it (:func:`read_record`).
     """
+    keys = np.fromiter(
+        map(key_value, table["clip_id"]), dtype=np.uint64, count=len(table["clip_id"])
+    )
+    order = np.argsort(keys, kind="stable")
     with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=False) as record:
-        write_table(record.create_group("clips"), table)
+        clips = record.create_group("clips")
+        write_table(clips, {**{k: v[order] for k, v in table.items()}, STORE_ROW: order})
+        clips.create_dataset(SHARD_KEY, data=keys[order])  # uint64: write_table keeps int64
         record.attrs["build"] = json.dumps(build, sort_keys=True)
         record.attrs["state"] = state
+
+
+def read_record(path: str | Path, shard: str) -> tuple[dict[str, np.ndarray], dict, str, int]:
+    """The rows of a store's record that shard ``shard`` holds now, its build, state and length.
+
+    Only that slice of the record is read: a job's memory and start-up do not
+    grow with the dataset.
+    """
+    with h5py.File(path, "r") as record:
+        clips = record["clips"]
+        keys = clips[SHARD_KEY][()]
+        start, stop = key_range(shard)
+        first = int(np.searchsorted(keys, np.uint64(start)))
+        # the last shard's range ends at 2**64, which uint64 cannot hold
+        end = len(keys) if stop >= 2**KEY_BITS else int(np.searchsorted(keys, np.uint64(stop)))
+        rows = slice(first, end)
+        table = read_columns(record, "clips", rows=rows)
+        return table, json.loads(record.attrs["build"]), str(record.attrs["state"]), len(keys)
 
 
 @dataclass
@@ -81,12 +109,12 @@ class LastBuild:
     """What the last store of a feature set was built from, to say what changed since."""
 
     build: dict  # its params, storage, versions and code
-    files: dict[str, tuple[str, FileStat]]  # path -> (clip_id, stat)
+    files: dict[str, tuple[str, FileStat]]  # path -> (clip_id, stat) of the shard's clips then
     state: str  # digest of all the store was gathered from: files, shards, CSV, settings
     failed: frozenset[str] = frozenset()  # paths of the files that could not be processed
 
     def changes(
-        self, build: dict, entries: Sequence[Sequence[str]], stats: dict[str, FileStat], out_path
+        self, build: dict, entries: Sequence[Sequence[str]], stats: dict[str, FileStat]
     ) -> list[str]:
         """What changed for this shard since this build, one phrase each.
 
@@ -98,8 +126,6 @@ class LastBuild:
             The shard's files now.
         stats : dict
             Path to (size, mtime_ns) of the files now.
-        out_path : str or Path
-            The shard file: its name (``s`` + trie prefix) tells which earlier clips were its own.
         """
         changes = [
             f"{key}: {_short(old.get(key))} -> {_short(new.get(key))}"
@@ -110,7 +136,6 @@ class LastBuild:
         ]
         if self.build.get("code") != build["code"]:
             changes.append("extraction code changed")
-        prefix = Path(out_path).stem.removeprefix("s")
         paths = {path for _, path, _ in entries}
         files = {
             "changed": sorted(
@@ -119,11 +144,7 @@ class LastBuild:
                 if path in stats and stats[path] != self.files[path][1]
             ),
             "added": sorted(paths - self.files.keys() - self.failed),
-            "removed": sorted(
-                path
-                for path, (clip_id, _) in self.files.items()
-                if path not in paths and shard_key(clip_id).startswith(prefix)
-            ),
+            "removed": sorted(self.files.keys() - paths),
         }
         for word, names in files.items():
             if names:
@@ -144,7 +165,7 @@ class PreviousBuild:
         def n_frames_valid(self) -> int:
             return int(self.record[_N_FRAMES_VALID])
 
-    def __init__(self, store: str | Path | None, *, build: dict):
+    def __init__(self, store: str | Path | None, *, build: dict, shard: str = "s"):
         self.store = None if store is None else str(store)
         self.clips: dict[tuple, PreviousBuild.Clip] = {}
         self.last_build: LastBuild | None = None
@@ -154,10 +175,7 @@ class PreviousBuild:
         if self.store is None:
             return
         try:
-            with h5py.File(record_path(self.store), "r") as record:
-                table = read_columns(record, "clips")
-                last = json.loads(record.attrs["build"])
-                state = str(record.attrs["state"])
+            table, last, state, length = read_record(record_path(self.store), shard)
             with h5py.File(self.store, "r") as store:
                 failed = frozenset(read_columns(store, "failures")["path"].tolist())
                 columns = ("path", "clip_id", "source_size", "source_mtime_ns")
@@ -169,13 +187,13 @@ class PreviousBuild:
                     failed,
                 )
                 if all(last.get(part) == build[part] for part in BUILD_PARTS):
-                    self._index(store, table)
+                    self._index(store, table, length)
         except (OSError, KeyError, ValueError):
             self.last_build, self.clips = None, {}  # no store or record, or not one of ours
 
-    def _index(self, store: h5py.File, table: dict[str, np.ndarray]) -> None:
+    def _index(self, store: h5py.File, table: dict[str, np.ndarray], length: int) -> None:
         metadata = store["metadata"]
-        if metadata["clip_id"].shape[0] != len(table["clip_id"]):
+        if metadata["clip_id"].shape[0] != length:
             return  # the record is not this store's
         self.frontend = {k: v[()] for k, v in store.get("frontend", {}).items()}
         # only a concatenated store locates its clips by frames
@@ -184,7 +202,7 @@ class PreviousBuild:
         }
         offsets, counts = stored.get("frame_offset"), stored.get("n_frames")
         rows = zip(*(table[column].tolist() for column in SHARD_COLUMNS), strict=True)
-        for row, record in enumerate(rows):
+        for row, record in zip(table[STORE_ROW].tolist(), rows, strict=True):
             frames = None if offsets is None else (int(offsets[row]), int(counts[row]))
             key = (record[0], record[1], tuple(record[-3:-1]))  # id, path, (size, mtime_ns)
             self.clips[key] = PreviousBuild.Clip(row, record, frames)

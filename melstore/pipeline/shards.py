@@ -21,7 +21,14 @@ KEY_BITS = 64
 
 def shard_key(clip_id: str) -> str:
     """The clip's position in the trie: 64 bits of sha256, as a '0'/'1' string."""
-    return format(_key_value(clip_id), f"0{KEY_BITS}b")
+    return format(key_value(clip_id), f"0{KEY_BITS}b")
+
+
+def key_range(shard: str) -> tuple[int, int]:
+    """The keys (:func:`key_value`) of the clips shard ``shard`` holds: ``start <= key < stop``."""
+    prefix = shard.removeprefix("s")
+    start = int(prefix, 2) << (KEY_BITS - len(prefix)) if prefix else 0
+    return start, start + (1 << (KEY_BITS - len(prefix)))
 
 
 def assign_shards(clip_ids: Sequence[str], shard_size: int) -> dict[str, list[int]]:
@@ -43,15 +50,15 @@ def assign_shards(clip_ids: Sequence[str], shard_size: int) -> dict[str, list[in
     if shard_size < 1:
         raise ValueError("shard_size must be at least 1")
     # integer keys: sorting and splitting them is 4x faster than their bit strings
-    keyed = sorted((_key_value(clip_id), row) for row, clip_id in enumerate(clip_ids))
+    keyed = sorted((key_value(clip_id), row) for row, clip_id in enumerate(clip_ids))
     keys = [key for key, _ in keyed]
     shards: dict[str, list[int]] = {}
     _split(keyed, keys, 0, len(keyed), depth=0, shard_size=shard_size, out=shards)
     return dict(sorted(shards.items()))
 
 
-def _key_value(clip_id: str) -> int:
-    """:func:`shard_key` as an integer."""
+def key_value(clip_id: str) -> int:
+    """:func:`shard_key` as an integer (below ``2**KEY_BITS``)."""
     return int.from_bytes(hashlib.sha256(clip_id.encode()).digest()[:8], "big")
 
 

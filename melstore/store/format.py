@@ -523,12 +523,14 @@ def as_frame(columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(columns, columns=list(columns))
 
 
-def read_columns(store: h5py.File, group: str) -> dict[str, np.ndarray]:
-    """Read a table group as numpy columns, in stored order (no pandas import)."""
+def read_columns(
+    store: h5py.File, group: str, *, rows: slice = slice(None)
+) -> dict[str, np.ndarray]:
+    """Read ``rows`` of a table group as numpy columns, in stored order (no pandas import)."""
     node = store[group]
     columns = json.loads(node.attrs["columns"])
     return {
-        column: node[column].asstr()[()] if node[column].dtype.kind == "O" else node[column][()]
+        column: node[column].asstr()[rows] if node[column].dtype.kind == "O" else node[column][rows]
         for column in columns
     }
 

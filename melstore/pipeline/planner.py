@@ -1,0 +1,475 @@
+"""Predict a build before it starts: CPU and wall time, jobs, store bytes and memory.
+
+The planner times a seeded sample of the dataset's files through the real
+extraction code (:func:`melstore.pipeline.extract.compute_clip`, one thread,
+in this process), at least one file of each format and sample-rate group found
+in a larger sample of headers. It scales the sample by the dataset's share of
+each group. What a sample cannot show, a job's start-up, the workers' overhead,
+Snakemake's parse and the gather's copy, are the constants below, measured on a
+2-core machine with local disk (``python -m bench.planner``; docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import time
+import tracemalloc
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from melstore.errors import AudioError, MelstoreError
+from melstore.features.audio import read_header
+from melstore.features.extractor import FeatureExtractor, Frontend
+from melstore.pipeline.plan import Plan
+from melstore.pipeline.runtime import pin_threads, retain_freed_memory
+from melstore.store.format import ChunkEncoder
+
+# Files whose headers are read to find the format and sample-rate groups.
+HEADER_SAMPLE = 400
+# Files read in full, in parallel as the workers read, to time the disk as it serves them now.
+READ_SAMPLE = 64
+# Timing stops after this much CPU per feature set, once every group has a timed file...
+TIMING_BUDGET_SECONDS = 3.0
+# ... or at this many files.
+TIMED_SAMPLE = 400
+
+# Measured constants of the model (bench/results/planner.md).
+SNAKEMAKE_SECONDS = 1.6  # snakemake's start-up and DAG, whatever the dataset
+PARSE_SECONDS_PER_FILE = 16e-6  # listing, stat-ing and sharding, per file and invocation
+JOB_SECONDS = 2.0  # an extraction job's start-up, imports and filter bank
+WORKER_EFFICIENCY = 0.85  # a worker's clips per second, relative to this process's
+GATHER_SECONDS = 1.0  # the gather's start-up
+GATHER_SECONDS_PER_CLIP = 25e-6  # its tables and statistics, per clip
+GATHER_BYTES_PER_SECOND = 400e6  # its copy of the features
+METADATA_BYTES_PER_CLIP = 420  # a stored clip's rows of the tables, besides its features
+STORE_FIXED_BYTES = 40_000  # a store's HDF5 structure and statistics, besides its front end
+JOB_BASE_MB = 160  # an extraction job's parent process
+WORKER_BASE_MB = 75  # a forked worker, before its clip's arrays
+RECORD_BYTES_PER_CLIP = 1200  # the parent's index of a shard's clips in the last store
+
+# The cluster profile (profiles/slurm): CPUs per extraction job, and the job length aimed at.
+CLUSTER_THREADS = 4
+CLUSTER_JOB_SECONDS = 300
+SHARD_SIZE_RANGE = (1000, 50000)
+
+
+@dataclass
+class FileGroup:
+    """Files of one format and sample rate, as the header sample found them."""
+
+    format: str
+    sample_rate: int
+    share: float  # of the header sample
+    timed: int = 0
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # per clip, per feature set
+
+
+@dataclass
+class SetPrediction:
+    """What building one feature set's store costs."""
+
+    cpu_seconds: float
+    wall_seconds: float
+    jobs: int
+    store_bytes: int
+    precision_db: float | None
+    mem_mb: int
+    cpu_ms_per_clip: float  # per file of the dataset, over its groups
+    bytes_per_clip: float  # of features, per stored clip
+    worker_peak_mb: float  # the largest sampled clip's arrays in a worker
+
+
+@dataclass
+class Prediction:
+    """A whole build's prediction; :meth:`to_dict` is what ``melstore plan --json`` prints."""
+
+    files: int
+    cores: int
+    shard_size: int
+    feature_sets: dict[str, SetPrediction]
+    groups: list[FileGroup]
+    unreadable_share: float
+    read_ms_per_file: float  # reading a file in full, as the disk and its cache serve it now
+    parse_seconds: float
+    sample_seconds: float
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(s.cpu_seconds for s in self.feature_sets.values())
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.parse_seconds + sum(s.wall_seconds for s in self.feature_sets.values())
+
+    @property
+    def jobs(self) -> int:
+        return sum(s.jobs for s in self.feature_sets.values())
+
+    @property
+    def mem_mb(self) -> int:
+        return max(s.mem_mb for s in self.feature_sets.values())
+
+    def recommended_shard_size(self) -> int:
+        """Files per extraction job so that one runs about 5 min on the cluster profile's CPUs."""
+        cpu_per_clip = max(s.cpu_ms_per_clip for s in self.feature_sets.values()) / 1e3
+        rate = CLUSTER_THREADS * WORKER_EFFICIENCY / max(cpu_per_clip, 1e-6)
+        size = _round_to_two_digits(CLUSTER_JOB_SECONDS * rate)
+        return int(min(max(size, SHARD_SIZE_RANGE[0]), SHARD_SIZE_RANGE[1]))
+
+    def slurm_resources(self) -> dict[str, int]:
+        """An extraction job's SLURM request at the recommended shard size, with headroom."""
+        shard_size = self.recommended_shard_size()
+        worst = max(self.feature_sets.values(), key=lambda s: s.cpu_ms_per_clip)
+        seconds = JOB_SECONDS + shard_size * worst.cpu_ms_per_clip / 1e3 / (
+            CLUSTER_THREADS * WORKER_EFFICIENCY
+        )
+        mem = max(
+            job_memory_mb(s.worker_peak_mb, threads=CLUSTER_THREADS, shard_clips=shard_size)
+            for s in self.feature_sets.values()
+        )
+        return {
+            "cpus_per_task": CLUSTER_THREADS,
+            "mem_mb": int(math.ceil(1.5 * mem / 100) * 100),  # a clip longer than the sample's
+            "runtime": int(max(10, math.ceil(3 * seconds / 60))),  # minutes: slower nodes, disks
+        }
+
+    def lines(self) -> list[str]:
+        """The prediction for people: a table per feature set, and the cluster settings."""
+        sampled = sum(group.timed for group in self.groups)
+        rows = [
+            (name, s.cpu_seconds, s.wall_seconds, s.jobs, s.store_bytes, s.precision_db, s.mem_mb)
+            for name, s in self.feature_sets.items()
+        ]
+        width = max(len("feature set"), *(len(name) for name in self.feature_sets))
+        slurm = self.slurm_resources()
+        return [
+            f"{self.files} files: {len(self.groups)} format/rate group(s), {sampled} clips timed "
+            f"per feature set, sampled in {self.sample_seconds:.1f} s; a file is read in "
+            f"{self.read_ms_per_file:.2f} ms now; at --cores {self.cores}:",
+            "",
+            f"{'feature set':<{width}}  {'CPU':>9}  {'wall':>9}  {'jobs':>5}  "
+            f"{'store':>9}  {'storage':<18}  {'memory/job':>10}",
+            *(
+                f"{name:<{width}}  {_duration(cpu):>9}  {_duration(wall):>9}  {jobs:>5}  "
+                f"{_bytes(size):>9}  {_storage(precision):<18}  {mem:>7} MB"
+                for name, cpu, wall, jobs, size, precision, mem in rows
+            ),
+            f"{'total':<{width}}  {_duration(self.cpu_seconds):>9}  "
+            f"{_duration(self.wall_seconds):>9}  {self.jobs:>5}  "
+            f"{_bytes(sum(r[4] for r in rows)):>9}  {'':<18}  {self.mem_mb:>7} MB",
+            "",
+            f"The wall time includes snakemake's start and parse, {self.parse_seconds:.1f} s "
+            f"per invocation (a no-op rerun costs about that).",
+            f"On a cluster (profiles/slurm, {CLUSTER_THREADS} CPUs per extraction job), aim at "
+            f"jobs of about {CLUSTER_JOB_SECONDS // 60} min; in your config:",
+            f"  shard_size: {self.recommended_shard_size()}",
+            "and in profiles/slurm/profile.yaml (runtime in minutes):",
+            "  set-resources:",
+            "    extract:",
+            f"      cpus_per_task: {slurm['cpus_per_task']}",
+            f"      mem_mb: {slurm['mem_mb']}",
+            f"      runtime: {slurm['runtime']}",
+        ]
+
+    def to_dict(self) -> dict:
+        return {
+            "files": self.files,
+            "cores": self.cores,
+            "cpu_seconds": round(self.cpu_seconds, 1),
+            "wall_seconds": round(self.wall_seconds, 1),
+            "jobs": self.jobs,
+            "store_bytes": {name: s.store_bytes for name, s in self.feature_sets.items()},
+            "mem_mb": self.mem_mb,
+            "shard_size": self.shard_size,
+            "recommended_shard_size": self.recommended_shard_size(),
+            "slurm": self.slurm_resources(),
+            "feature_sets": {name: asdict(s) for name, s in self.feature_sets.items()},
+            "groups": [asdict(group) for group in self.groups],
+            "unreadable_share": self.unreadable_share,
+            "read_ms_per_file": round(self.read_ms_per_file, 3),
+            "parse_seconds": round(self.parse_seconds, 2),
+            "sample_seconds": round(self.sample_seconds, 2),
+        }
+
+
+def load_plan(configfile: str | Path) -> Plan:
+    """The plan ``snakemake --configfile CONFIGFILE`` makes, from this checkout's workflow.
+
+    Raises
+    ------
+    MelstoreError
+        If melstore is not installed from its workflow checkout, or the config is bad.
+    """
+    import yaml
+    from snakemake.utils import update_config
+
+    workflow = Path(__file__).resolve().parents[2]
+    default, schema = workflow / "config.yaml", workflow / "workflow/schemas/config.schema.yaml"
+    if not (default.is_file() and schema.is_file()):
+        raise MelstoreError(
+            f"melstore plan needs the workflow checkout melstore runs from (pip install -e .); "
+            f"{default} is missing"
+        )
+    config = yaml.safe_load(default.read_text())
+    try:
+        update_config(config, yaml.safe_load(Path(configfile).read_text()) or {})
+    except (yaml.YAMLError, AttributeError) as err:
+        raise MelstoreError(f"{configfile}: not a YAML mapping: {err}") from None
+    return Plan.from_config(config, schema_path=schema)
+
+
+def predict(
+    plan: Plan,
+    *,
+    cores: int,
+    seed: int = 0,
+    header_sample: int = HEADER_SAMPLE,
+    timed_sample: int = TIMED_SAMPLE,
+) -> Prediction:
+    """Time a sample of ``plan``'s files and predict what building its stores costs.
+
+    Parameters
+    ----------
+    plan : Plan
+        The checked configuration (its manifest, feature sets, storage and shards).
+    cores : int
+        The ``--cores`` that ``snakemake`` will be given.
+    seed : int
+        Seed of the sample: the same seed times the same files.
+    header_sample, timed_sample : int
+        Files whose headers are read, and files timed per feature set.
+
+    Raises
+    ------
+    MelstoreError
+        If the dataset has no usable file, or no sampled file has a readable header.
+    """
+    started = time.monotonic()
+    pin_threads(1)  # as a worker runs: one thread, and freed memory kept for the next clip
+    retain_freed_memory()
+    table = plan.manifest.table
+    usable = table.loc[table["problem"] == "", "path"].tolist()
+    if not usable:
+        raise MelstoreError(f"no usable audio file under {plan.root} to time")
+    rng = np.random.default_rng(seed)
+    picked = [usable[i] for i in rng.permutation(len(usable))[:header_sample]]
+    # not seeded: a file this planner read before would be served from the page cache
+    unseen = np.random.default_rng().choice(len(usable), min(READ_SAMPLE, len(usable)), False)
+    read_seconds = _read_seconds(plan.root, [usable[i] for i in unseen], threads=min(8, cores))
+    members: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for path in picked:
+        try:
+            info = read_header(os.path.join(plan.root, path))
+        except AudioError:
+            continue  # an unreadable file costs next to nothing and stores nothing
+        members[(info.format, info.sample_rate)].append(path)
+    if not members:
+        raise MelstoreError(f"none of {len(picked)} sampled files under {plan.root} is readable")
+    groups = {
+        key: FileGroup(key[0], key[1], share=len(paths) / len(picked))
+        for key, paths in sorted(members.items())
+    }
+    order = _round_robin(members)[: max(timed_sample, len(members))]
+    feature_sets = {}
+    for name, params in plan.feature_sets.items():
+        timings, frontend_bytes = _time_clips(
+            plan, params, plan.storage[name], order, n_groups=len(groups)
+        )
+        for key, group in groups.items():
+            group.timed = len(timings[key])
+            group.cpu_seconds[name] = float(np.mean([t.cpu_seconds for t in timings[key]]))
+        stored = {key: [t for t in ts if t.stored_bytes] for key, ts in timings.items()}
+        readable = sum(g.share for key, g in groups.items() if stored[key])
+        feature_sets[name] = _predict_set(
+            plan,
+            n_files=len(usable),
+            cpu_per_file=sum(g.share * g.cpu_seconds[name] for g in groups.values()),
+            read_per_file=read_seconds,
+            stored_share=readable,
+            bytes_per_clip=sum(
+                groups[key].share * np.mean([t.stored_bytes for t in ts])
+                for key, ts in stored.items()
+                if ts
+            )
+            / max(readable, 1e-9),
+            worker_peak_mb=max(t.peak_bytes for ts in timings.values() for t in ts) / 1e6,
+            fixed_bytes=STORE_FIXED_BYTES + frontend_bytes,
+            cores=cores,
+            precision_db=plan.storage[name].precision_db,
+        )
+    return Prediction(
+        files=len(table),
+        cores=cores,
+        shard_size=plan.config["shard_size"],
+        feature_sets=feature_sets,
+        groups=list(groups.values()),
+        unreadable_share=1 - sum(g.share for g in groups.values()),
+        read_ms_per_file=read_seconds * 1e3,
+        parse_seconds=SNAKEMAKE_SECONDS + PARSE_SECONDS_PER_FILE * len(table),
+        sample_seconds=time.monotonic() - started,
+    )
+
+
+@dataclass(frozen=True)
+class ClipTiming:
+    cpu_seconds: float
+    stored_bytes: int  # 0 when the clip failed
+    peak_bytes: int  # of the arrays computing it allocated
+
+
+def _read_seconds(root: Path, paths: list[str], *, threads: int) -> float:
+    """A worker's wall time to read a file in full while ``threads`` workers read theirs."""
+
+    def read(path: str) -> None:
+        with suppress(OSError), open(os.path.join(root, path), "rb") as handle:
+            while handle.read(1 << 20):
+                pass
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as readers:  # file reads release the GIL
+        list(readers.map(read, paths))
+    return (time.perf_counter() - started) * threads / max(1, len(paths))
+
+
+def _round_robin(members: dict[tuple, list[str]]) -> list[tuple[tuple, str]]:
+    """(group, file) pairs taking one file of each group in turn."""
+    longest = max(len(paths) for paths in members.values())
+    return [
+        (key, paths[position])
+        for position in range(longest)
+        for key, paths in members.items()
+        if position < len(paths)
+    ]
+
+
+def _time_clips(
+    plan: Plan, params, storage, order: list[tuple[tuple, str]], *, n_groups: int
+) -> tuple[dict[tuple, list[ClipTiming]], int]:
+    """CPU time, stored bytes and memory of files in ``order``, through the real extraction code.
+
+    Timing stops once every group has a file and the budget is spent. Also
+    returns the bytes of the window and filter bank, which every store keeps.
+    """
+    from melstore.pipeline.extract import compute_clip
+
+    frontend = Frontend.build(params)
+    compute = functools.partial(
+        compute_clip,
+        extractor=FeatureExtractor(frontend),
+        root=plan.root,
+        storage=storage,
+        encode=ChunkEncoder(storage, params.clip_shape) if params.clip_shape else None,
+    )
+    compute(("", order[0][1], ""))  # the first call loads what the rest reuse
+    timings: dict[tuple, list[ClipTiming]] = defaultdict(list)
+    spent = 0.0
+    for key, path in order:
+        if len(timings) == n_groups and spent > TIMING_BUDGET_SECONDS:
+            break
+        start = time.process_time()
+        outcome = compute(("", path, ""))
+        cpu = time.process_time() - start
+        spent += cpu
+        peak = 0
+        if len(timings[key]) == 0:  # each group's first file: its arrays' peak memory
+            tracemalloc.start()
+            compute(("", path, ""))
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        timings[key].append(ClipTiming(cpu, _stored_bytes(outcome, storage), peak))
+    return timings, sum(array.nbytes for array in frontend.arrays().values())
+
+
+def _stored_bytes(outcome, storage) -> int:
+    """The bytes a computed clip takes in the store (0 if it failed)."""
+    if isinstance(outcome, str):
+        return 0
+    values = outcome[0]
+    if isinstance(values, bytes):
+        return len(values)
+    if storage.exact:
+        return values.nbytes
+    return len(ChunkEncoder(storage, values.shape)(values))
+
+
+def _predict_set(
+    plan: Plan,
+    *,
+    n_files: int,
+    cpu_per_file: float,
+    read_per_file: float,
+    stored_share: float,
+    bytes_per_clip: float,
+    worker_peak_mb: float,
+    fixed_bytes: int,
+    cores: int,
+    precision_db: float | None,
+) -> SetPrediction:
+    threads = min(8, cores)  # the extract rule's threads, lowered to --cores
+    shard_clips = [len(rows) for rows in plan.shards.values()]
+    jobs = [
+        JOB_SECONDS + clips * (cpu_per_file + read_per_file) / (threads * WORKER_EFFICIENCY)
+        for clips in shard_clips
+    ]
+    store_bytes = int(
+        fixed_bytes + n_files * stored_share * (bytes_per_clip + METADATA_BYTES_PER_CLIP)
+    )
+    gather = (
+        GATHER_SECONDS + n_files * GATHER_SECONDS_PER_CLIP + store_bytes / GATHER_BYTES_PER_SECOND
+    )
+    return SetPrediction(
+        cpu_seconds=n_files * cpu_per_file,
+        wall_seconds=_schedule(jobs, slots=max(1, cores // threads)) + gather,
+        jobs=len(shard_clips),
+        store_bytes=store_bytes,
+        precision_db=precision_db,
+        mem_mb=job_memory_mb(worker_peak_mb, threads=threads, shard_clips=max(shard_clips)),
+        cpu_ms_per_clip=cpu_per_file * 1e3,
+        bytes_per_clip=bytes_per_clip,
+        worker_peak_mb=worker_peak_mb,
+    )
+
+
+def job_memory_mb(worker_peak_mb: float, *, threads: int, shard_clips: int) -> int:
+    """An extraction job's memory: its parent with the shard's index, and its workers."""
+    parent = JOB_BASE_MB + shard_clips * RECORD_BYTES_PER_CLIP / 1e6
+    return int(math.ceil(parent + threads * (WORKER_BASE_MB + worker_peak_mb)))
+
+
+def _schedule(durations: list[float], slots: int) -> float:
+    """When the last of ``durations`` ends, each started on the first free slot, longest first."""
+    ends = [0.0] * slots
+    for duration in sorted(durations, reverse=True):
+        ends[ends.index(min(ends))] += duration
+    return max(ends)
+
+
+def _round_to_two_digits(value: float) -> int:
+    digits = max(0, int(math.log10(max(value, 1))) - 1)
+    return int(round(value, -digits))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _bytes(n_bytes: float) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:.2f} {unit}"
+    return f"{n_bytes:.0f} B"
+
+
+def _storage(precision_db: float | None) -> str:
+    return "exact" if precision_db is None else f"precision_db {precision_db:g}"
