@@ -133,9 +133,10 @@ def test_plan_against_the_build_with_shards_and_a_bound(folder_work):
     sets = prediction["feature_sets"]
     assert sets["compact"]["precision_db"] == 0.05 and sets["small"]["precision_db"] is None
     assert sets["compact"]["bytes_per_clip"] < sets["small"]["bytes_per_clip"] / 2
-    # more cores: the same CPU, less wall time
+    # more cores: more workers per job, each with its own memory
     wide = planned(workdir, "--cores", "8")
-    assert wide["wall_seconds"] < prediction["wall_seconds"]
+    assert wide["cores"] == 8 and wide["jobs"] == prediction["jobs"]
+    assert wide["mem_mb"] >= prediction["mem_mb"] + 6 * 75
 
 
 def test_plan_for_people_gives_the_cluster_settings(folder_work):
@@ -148,7 +149,10 @@ def test_plan_for_people_gives_the_cluster_settings(folder_work):
     shard_size = int(re.search(r"^  shard_size: (\d+)$", out, re.MULTILINE).group(1))
     assert 1000 <= shard_size <= 50000
     block = yaml.safe_load(out[out.index("  set-resources:") :])
-    assert set(block["set-resources"]["extract"]) == {"cpus_per_task", "mem_mb", "runtime"}
+    requests = block["set-resources"]
+    assert set(requests["extract"]) == {"cpus_per_task", "mem_mb", "runtime"}
+    assert set(requests["gather"]) == {"mem_mb", "runtime"}
+    assert requests["extract"]["mem_mb"] >= 100 and requests["gather"]["runtime"] >= 10
 
 
 def test_plan_refuses_a_bad_config_in_one_line(folder_work, tmp_path):

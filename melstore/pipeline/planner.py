@@ -35,8 +35,10 @@ from melstore.store.format import ChunkEncoder
 HEADER_SAMPLE = 400
 # Files read in full, in parallel as the workers read, to time the disk as it serves them now.
 READ_SAMPLE = 64
-# Timing stops after this much CPU per feature set, once every group has a timed file...
+# Timing stops after this much CPU, or wall time on a slow disk, per feature set, once every
+# group has a timed file...
 TIMING_BUDGET_SECONDS = 3.0
+TIMING_BUDGET_WALL_SECONDS = 8.0
 # ... or at this many files.
 TIMED_SAMPLE = 400
 
@@ -53,10 +55,13 @@ STORE_FIXED_BYTES = 40_000  # a store's HDF5 structure and statistics, besides i
 JOB_BASE_MB = 160  # an extraction job's parent process
 WORKER_BASE_MB = 75  # a forked worker, before its clip's arrays
 RECORD_BYTES_PER_CLIP = 1200  # the parent's index of a shard's clips in the last store
+SLOW_READ_MS = 1.0  # a file read slower than this is not from the page cache
+GATHER_BASE_MB = 150  # the gather's process
+GATHER_MB_PER_CLIP = 2.4e-3  # its tables and index, per clip of the dataset
 
 # The cluster profile (profiles/slurm): CPUs per extraction job, and the job length aimed at.
 CLUSTER_THREADS = 4
-CLUSTER_JOB_SECONDS = 300
+CLUSTER_JOB_SECONDS = 120
 SHARD_SIZE_RANGE = (1000, 50000)
 
 
@@ -84,6 +89,7 @@ class SetPrediction:
     cpu_ms_per_clip: float  # per file of the dataset, over its groups
     bytes_per_clip: float  # of features, per stored clip
     worker_peak_mb: float  # the largest sampled clip's arrays in a worker
+    gather_seconds: float
 
 
 @dataclass
@@ -117,14 +123,23 @@ class Prediction:
         return max(s.mem_mb for s in self.feature_sets.values())
 
     def recommended_shard_size(self) -> int:
-        """Files per extraction job so that one runs about 5 min on the cluster profile's CPUs."""
+        """Files per extraction job so that one runs about 2 min on the cluster profile's CPUs."""
         cpu_per_clip = max(s.cpu_ms_per_clip for s in self.feature_sets.values()) / 1e3
         rate = CLUSTER_THREADS * WORKER_EFFICIENCY / max(cpu_per_clip, 1e-6)
         size = _round_to_two_digits(CLUSTER_JOB_SECONDS * rate)
         return int(min(max(size, SHARD_SIZE_RANGE[0]), SHARD_SIZE_RANGE[1]))
 
-    def slurm_resources(self) -> dict[str, int]:
-        """An extraction job's SLURM request at the recommended shard size, with headroom."""
+    @property
+    def gather_mem_mb(self) -> int:
+        """The gather's memory, which grows with the dataset (its tables), not the features."""
+        return int(math.ceil(GATHER_BASE_MB + self.files * GATHER_MB_PER_CLIP))
+
+    def slurm_resources(self) -> dict[str, dict[str, int]]:
+        """The SLURM requests of an extraction job (at the recommended shard size) and a gather.
+
+        With headroom: memory 1.5x (a clip longer than the sample's), run time
+        3x and at least 10 min (slower nodes and disks).
+        """
         shard_size = self.recommended_shard_size()
         worst = max(self.feature_sets.values(), key=lambda s: s.cpu_ms_per_clip)
         seconds = JOB_SECONDS + shard_size * worst.cpu_ms_per_clip / 1e3 / (
@@ -134,10 +149,17 @@ class Prediction:
             job_memory_mb(s.worker_peak_mb, threads=CLUSTER_THREADS, shard_clips=shard_size)
             for s in self.feature_sets.values()
         )
+        gather = max(s.gather_seconds for s in self.feature_sets.values())
         return {
-            "cpus_per_task": CLUSTER_THREADS,
-            "mem_mb": int(math.ceil(1.5 * mem / 100) * 100),  # a clip longer than the sample's
-            "runtime": int(max(10, math.ceil(3 * seconds / 60))),  # minutes: slower nodes, disks
+            "extract": {
+                "cpus_per_task": CLUSTER_THREADS,
+                "mem_mb": _headroom_mb(mem),
+                "runtime": _headroom_minutes(seconds),
+            },
+            "gather": {
+                "mem_mb": _headroom_mb(self.gather_mem_mb),
+                "runtime": _headroom_minutes(gather),
+            },
         }
 
     def lines(self) -> list[str]:
@@ -165,17 +187,28 @@ class Prediction:
             f"{_duration(self.wall_seconds):>9}  {self.jobs:>5}  "
             f"{_bytes(sum(r[4] for r in rows)):>9}  {'':<18}  {self.mem_mb:>7} MB",
             "",
+            *(
+                [
+                    f"Reading a file takes {self.read_ms_per_file:.1f} ms: the disk is cold or "
+                    "slow, and a long run may read slower still; take the wall time as a "
+                    "lower bound."
+                ]
+                if self.read_ms_per_file > SLOW_READ_MS
+                else []
+            ),
             f"The wall time includes snakemake's start and parse, {self.parse_seconds:.1f} s "
-            f"per invocation (a no-op rerun costs about that).",
+            f"per invocation (a no-op rerun costs about that). A gather needs "
+            f"{self.gather_mem_mb} MB.",
             f"On a cluster (profiles/slurm, {CLUSTER_THREADS} CPUs per extraction job), aim at "
             f"jobs of about {CLUSTER_JOB_SECONDS // 60} min; in your config:",
             f"  shard_size: {self.recommended_shard_size()}",
             "and in profiles/slurm/profile.yaml (runtime in minutes):",
             "  set-resources:",
-            "    extract:",
-            f"      cpus_per_task: {slurm['cpus_per_task']}",
-            f"      mem_mb: {slurm['mem_mb']}",
-            f"      runtime: {slurm['runtime']}",
+            *(
+                line
+                for rule, request in slurm.items()
+                for line in [f"    {rule}:", *(f"      {k}: {v}" for k, v in request.items())]
+            ),
         ]
 
     def to_dict(self) -> dict:
@@ -187,6 +220,7 @@ class Prediction:
             "jobs": self.jobs,
             "store_bytes": {name: s.store_bytes for name, s in self.feature_sets.items()},
             "mem_mb": self.mem_mb,
+            "gather_mem_mb": self.gather_mem_mb,
             "shard_size": self.shard_size,
             "recommended_shard_size": self.recommended_shard_size(),
             "slurm": self.slurm_resources(),
@@ -369,9 +403,12 @@ def _time_clips(
     )
     compute(("", order[0][1], ""))  # the first call loads what the rest reuse
     timings: dict[tuple, list[ClipTiming]] = defaultdict(list)
-    spent = 0.0
+    spent, started = 0.0, time.perf_counter()
     for key, path in order:
-        if len(timings) == n_groups and spent > TIMING_BUDGET_SECONDS:
+        waited = time.perf_counter() - started
+        if len(timings) == n_groups and (
+            spent > TIMING_BUDGET_SECONDS or waited > TIMING_BUDGET_WALL_SECONDS
+        ):
             break
         start = time.process_time()
         outcome = compute(("", path, ""))
@@ -434,6 +471,7 @@ def _predict_set(
         cpu_ms_per_clip=cpu_per_file * 1e3,
         bytes_per_clip=bytes_per_clip,
         worker_peak_mb=worker_peak_mb,
+        gather_seconds=gather,
     )
 
 
@@ -441,6 +479,14 @@ def job_memory_mb(worker_peak_mb: float, *, threads: int, shard_clips: int) -> i
     """An extraction job's memory: its parent with the shard's index, and its workers."""
     parent = JOB_BASE_MB + shard_clips * RECORD_BYTES_PER_CLIP / 1e6
     return int(math.ceil(parent + threads * (WORKER_BASE_MB + worker_peak_mb)))
+
+
+def _headroom_mb(mem_mb: float) -> int:
+    return int(math.ceil(1.5 * mem_mb / 100) * 100)
+
+
+def _headroom_minutes(seconds: float) -> int:
+    return int(max(10, math.ceil(3 * seconds / 60)))
 
 
 def _schedule(durations: list[float], slots: int) -> float:
