@@ -39,6 +39,17 @@ class AudioInfo:
     format: str
     frames: int
 
+    @classmethod
+    def of(cls, header) -> AudioInfo:
+        """From a ``soundfile.SoundFile`` or ``soundfile.info`` result."""
+        return cls(
+            sample_rate=header.samplerate,
+            channels=header.channels,
+            subtype=header.subtype,
+            format=header.format,
+            frames=header.frames,
+        )
+
     @property
     def duration(self) -> float:
         """Length of the whole recording in seconds."""
@@ -74,16 +85,9 @@ def read_header(path: str | Path) -> AudioInfo:
         If the file is not readable audio.
     """
     try:
-        info = sf.info(os.fspath(path))
+        return AudioInfo.of(sf.info(os.fspath(path)))
     except (sf.LibsndfileError, sf.SoundFileError, RuntimeError, OSError) as err:
         raise AudioError(f"{path}: not readable audio: {err}") from None
-    return AudioInfo(
-        sample_rate=info.samplerate,
-        channels=info.channels,
-        subtype=info.subtype,
-        format=info.format,
-        frames=info.frames,
-    )
 
 
 def decode(
@@ -119,13 +123,7 @@ def decode(
         raise AudioError("empty file (0 bytes)")
     try:
         with sf.SoundFile(io.BytesIO(source) if in_memory else os.fspath(source)) as audio:
-            info = AudioInfo(
-                sample_rate=audio.samplerate,
-                channels=audio.channels,
-                subtype=audio.subtype,
-                format=audio.format,
-                frames=audio.frames,
-            )
+            info = AudioInfo.of(audio)
             frames = -1 if max_duration is None else int(max_duration * info.sample_rate)
             samples = audio.read(frames=frames, dtype="float32", always_2d=True)
     except sf.LibsndfileError as err:
