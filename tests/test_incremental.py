@@ -14,6 +14,7 @@ import xxhash
 from conftest import REPO, run_snakemake, tone, write_audio
 
 from melstore.pipeline.fingerprint import code_fingerprint
+from melstore.pipeline.plan import Plan
 from melstore.store.format import read_table
 
 N_FILES = 30
@@ -80,6 +81,46 @@ def computed_and_reused(workdir, logs):
         match = re.search(r"(\d+)/\d+ files computed .* (\d+) reused unchanged", line)
         computed, reused = computed + int(match[1]), reused + int(match[2])
     return computed, reused
+
+
+def source_digests(root):
+    """Each shard's source digest and the gather state, as the Snakefile computes them at start."""
+    plan = Plan.from_config(config(root), schema_path=REPO / "workflow/schemas/config.schema.yaml")
+    shard_of = {path: name for name in plan.shards for _, path, _ in plan.shard_entries(name)}
+    digests = {name: plan.shard_sources(name) for name in plan.shards}
+    return digests, plan.gather_state(), shard_of
+
+
+@pytest.mark.parametrize("change", ["rewrite", "touch", "older", "add", "remove", "break"])
+def test_the_listing_sees_every_changed_added_and_removed_file(tmp_path, change):
+    """The sizes and mtimes come with the listing: a change reruns its shard, and only it."""
+    root = tmp_path / "data"
+    make_dataset(root)
+    before, state, shard_of = source_digests(root)
+    assert source_digests(root)[:2] == (before, state)  # nothing changed, nothing reruns
+    target = root / "class1/clip04.wav"
+    mtime = target.stat().st_mtime_ns
+    if change == "rewrite":  # same length and mtime-second: only the bytes and mtime_ns differ
+        sf.write(target, tone(16000, 0.3, 1, 999, 9), 16000)
+    elif change == "touch":
+        os.utime(target, ns=(mtime + 1, mtime + 1))
+    elif change == "older":
+        os.utime(target, ns=(mtime - 10**9, mtime - 10**9))
+    elif change == "add":
+        target = root / "class1/new.wav"
+        write_audio(target, tone(16000, 0.3), 16000)
+    elif change == "remove":
+        target.unlink()
+    else:  # a file that became a broken symlink
+        target.unlink()
+        target.symlink_to(tmp_path / "gone.wav")
+    after, new_state, new_shard_of = source_digests(root)
+    path = target.relative_to(root).as_posix()
+    affected = {shard_of.get(path), new_shard_of.get(path)} - {None}
+    assert {name for name in after if before.get(name) != after[name]} == (
+        affected if change != "add" else {new_shard_of[path]}
+    )
+    assert new_state != state
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from melstore.errors import ConfigError
 from melstore.features.extractor import FeatureParams
 from melstore.features.presets import check_feature_set_names, resolve_feature_set
@@ -101,28 +103,30 @@ class Plan:
         return self._entries[shard]
 
     def shard_sources(self, shard: str) -> str:
-        """A digest of the size and mtime of every file in ``shard``.
+        """A digest of the path, problem, size and mtime of every file in ``shard``.
 
         The audio files are deliberately not Snakemake inputs: Snakemake stats
         every input of every ready job on each scheduling round (docs/design.md).
-        This digest in ``params`` reruns the
-        shard when a file is added, removed or rewritten, even with an older
-        mtime. A generated dataset depends on its generator rule instead.
+        This digest in ``params`` reruns the shard when a file is added,
+        removed or rewritten, even with an older mtime. The sizes and mtimes
+        are those the dataset was listed with
+        (:func:`~melstore.pipeline.manifest.scan_audio`). A generated dataset
+        has none: it depends on its generator rule instead.
         """
-        if shard in self._source_digests:  # Snakemake asks more than once per start
-            return self._source_digests[shard]
-        digest = hashlib.sha256()
-        generated = demo.is_demo_root(self.root)
-        root = os.fspath(self.root)  # os.path: faster than pathlib per file
-        for _, path, problem in self.shard_entries(shard):
-            digest.update(f"{path}\0{problem}\0".encode())
-            if not problem and not generated:
-                try:
-                    stat = os.stat(os.path.join(root, path))
-                    digest.update(f"{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
-                except OSError:  # vanished since listing: the job records the failure
-                    digest.update(b"unreadable\0")
-        self._source_digests[shard] = digest.hexdigest()
+        if not self._source_digests:  # all shards at once: Snakemake asks for each more than once
+            table = self.manifest.table
+            paths, problems = table["path"].tolist(), table["problem"].tolist()
+            stats = self.manifest.file_stats
+            unlisted = (-1, -1)  # generated, unusable, or vanished while listed
+            for name, rows in self.shards.items():
+                digest = hashlib.sha256(
+                    "\0".join(f"{paths[row]}\0{problems[row]}" for row in rows).encode()
+                )
+                found = [
+                    unlisted if problems[row] else stats.get(paths[row], unlisted) for row in rows
+                ]
+                digest.update(np.asarray(found, dtype=np.int64).tobytes())
+                self._source_digests[name] = digest.hexdigest()
         return self._source_digests[shard]
 
     def gather_state(self, *settings: object) -> str:

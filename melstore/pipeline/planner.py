@@ -45,7 +45,7 @@ TIMED_SAMPLE = 400
 
 # Measured constants of the model (bench/results/planner.md).
 SNAKEMAKE_SECONDS = 1.6  # snakemake's start-up and DAG, whatever the dataset
-PARSE_SECONDS_PER_FILE = 16e-6  # listing, stat-ing and sharding, per file and invocation
+PARSE_SECONDS_PER_FILE = 8e-6  # listing, stat-ing and sharding, per file and invocation
 JOB_SECONDS = 2.0  # an extraction job's start-up, imports and filter bank
 WORKER_EFFICIENCY = 0.85  # a worker's clips per second, relative to this process's
 GATHER_SECONDS = 1.0  # the gather's start-up
