@@ -9,8 +9,10 @@ On it, with one feature set (``seed`` at 1 s with 64 mels), this measures:
 parse time per file (``Plan.from_config``, in this process), a dry run, a
 clean build and its throughput, a no-op rerun, a rerun after one changed file,
 the largest extraction and gather job RSS, and the store's size. With
-``--reruns-only`` it skips the clean build (for a corpus of a million tiny
-files, where only the cost of a rerun is in question).
+``--reruns-only`` it skips the clean build. With ``--tiny`` the corpus is of
+0.1 s clips at 8 kHz, copies of 64 synthesised ones (a million take about a
+minute to write, where synthesising each would take an hour), and the
+changed-file runs are skipped: the million-file bench of the no-op.
 
 Run ``python -m bench.growth --help`` from the repository root.
 """
@@ -21,7 +23,9 @@ import functools
 import json
 import os
 import shutil
+import tempfile
 import time
+from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +143,35 @@ def parse_seconds(config: dict, *, repeats: int = 3) -> float:
     return best
 
 
+def make_tiny_corpus(root: Path, n_files: int) -> Path:
+    """``n_files`` clips of 0.1 s (8 kHz, mono, 16-bit), each a copy of one of 64 synthesised."""
+    marker = root / ".complete"
+    stamp = json.dumps({"version": FOLDER_VERSION, "n_files": n_files, "tiny": True})
+    if marker.exists() and marker.read_text() == stamp:
+        click.echo(f"corpus cached: {root} ({n_files} files)", err=True)
+        return root
+    marker.unlink(missing_ok=True)
+    plan = folder_plan(n_files, seconds=(0.1, 0.1))
+    variants = defaultdict(list)
+    with tempfile.TemporaryDirectory() as scratch:
+        for clip in plan[:64]:
+            tiny = FolderClip(clip.path, clip.class_name, 8000, 1, "PCM_16", 800, clip.seed)
+            path = Path(scratch) / f"{clip.seed}.wav"
+            audio = synthesize(tiny, base_seed=SEED)
+            write_audio(path, audio, 8000, container="WAV", subtype="PCM_16")
+            variants[clip.class_name].append(path.read_bytes())
+    for name in CLASS_NAMES:
+        (root / name).mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    for done, clip in enumerate(plan, start=1):
+        choices = variants.get(clip.class_name) or next(iter(variants.values()))
+        (root / clip.path).write_bytes(choices[clip.seed % len(choices)])
+        if done % max(1, n_files // 10) == 0:
+            click.echo(f"{done}/{n_files} files, {time.perf_counter() - began:.0f} s", err=True)
+    marker.write_text(stamp)
+    return root
+
+
 def change_one_file(root: Path, clips: list[FolderClip], position: float) -> str:
     """Replace one clip's file by a new one with other content, and name it."""
     clip = clips[int((len(clips) - 1) * position)]
@@ -172,15 +205,21 @@ def disk_mb(folder: Path) -> float:
 @click.option("--cores", type=click.IntRange(min=1), default=os.cpu_count(),
               help="snakemake's --cores, and the corpus writers.")  # fmt: skip
 @click.option("--reruns-only", is_flag=True, help="Skip the clean build; needs a built workdir.")
+@click.option("--tiny", is_flag=True,
+              help="0.1 s clips copied from 64; no changed-file runs (1M no-op).")  # fmt: skip
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Scratch folder [default: bench/cache/growth-FILES].")  # fmt: skip
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=RESULTS,
               help="Markdown report to write.")  # fmt: skip
-def main(files, seconds, cores, reruns_only, workdir, out) -> None:
+def main(files, seconds, cores, reruns_only, tiny, workdir, out) -> None:
     """Generate the folder corpus, build it, rerun it, and write the table to --out."""
-    corpus = make_folder_corpus(CACHE_DIR / f"folder-{files}", files, seconds=seconds,
-                                workers=cores)  # fmt: skip
-    workdir = workdir or CACHE_DIR / f"growth-{files}"
+    if tiny:
+        seconds = (0.1, 0.1)
+        corpus = make_tiny_corpus(CACHE_DIR / f"tiny-{files}", files)
+    else:
+        corpus = make_folder_corpus(CACHE_DIR / f"folder-{files}", files, seconds=seconds,
+                                    workers=cores)  # fmt: skip
+    workdir = workdir or CACHE_DIR / f"growth-{'tiny-' if tiny else ''}{files}"
     root, work = workdir / "data", workdir / "pipeline"
     if not reruns_only:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -196,12 +235,13 @@ def main(files, seconds, cores, reruns_only, workdir, out) -> None:
         clean(work)
         runs["build"] = measure("clean build of the store", store_target)
     runs["noop"] = median_run([measure("no-op rerun", store_target) for _ in range(3)])
-    clips = folder_plan(files, seconds=seconds)
-    changed = []
-    for position in (0.25, 0.5, 0.75):
-        name = change_one_file(root, clips, position)
-        changed.append(measure("one changed file", store_target, note=f"changed {name}"))
-    runs["changed"] = median_run(changed)
+    if not tiny:
+        clips = folder_plan(files, seconds=seconds)
+        changed = []
+        for position in (0.25, 0.5, 0.75):
+            name = change_one_file(root, clips, position)
+            changed.append(measure("one changed file", store_target, note=f"changed {name}"))
+        runs["changed"] = median_run(changed)
     results = work / "results" / "growth"
     growth = Growth(
         files=files,
@@ -213,10 +253,10 @@ def main(files, seconds, cores, reruns_only, workdir, out) -> None:
         store_mb=(results / "short.h5").stat().st_size / 1e6,
         results_mb=disk_mb(results),
     )
-    publish(report(growth, cores=cores, seconds=seconds), out)
+    publish(report(growth, cores=cores, seconds=seconds, tiny=tiny), out)
 
 
-def report(growth: Growth, *, cores: int, seconds: tuple[float, float]) -> str:
+def report(growth: Growth, *, cores: int, seconds: tuple[float, float], tiny: bool) -> str:
     runs = growth.runs
     build = runs.get("build")
     rate = "" if build is None else (
@@ -227,7 +267,7 @@ def report(growth: Growth, *, cores: int, seconds: tuple[float, float]) -> str:
         f"# Growth: {growth.files} files of {seconds[0]:g}-{seconds[1]:g} s, {cores} cores",
         "",
         f"Command: `python -m bench.growth --files {growth.files} --seconds {seconds[0]:g} "
-        f"{seconds[1]:g} --cores {cores}`",
+        f"{seconds[1]:g} --cores {cores}{' --tiny' if tiny else ''}`",
         "",
         f"A folder corpus of {growth.corpus_gb:.2f} GB; one feature set: "
         f"`{json.dumps(FEATURE_SET)}`.",
