@@ -9,7 +9,7 @@ from conftest import make_esc50, tone, write_audio
 
 from melstore.errors import ConfigError
 from melstore.pipeline import demo
-from melstore.pipeline.manifest import ESCAPES_ROOT, NOT_FOUND, build_manifest
+from melstore.pipeline.manifest import ESCAPES_ROOT, NO_STAT, NOT_FOUND, build_manifest
 from melstore.pipeline.plan import load_manifest
 
 
@@ -99,6 +99,38 @@ def test_paths_escaping_the_root_are_refused(tmp_path):
     assert table.loc["../outside/secret.wav", "problem"] == ESCAPES_ROOT
     assert table.loc[str(outside / "secret.wav"), "problem"] == ESCAPES_ROOT
     assert table.loc["ok.wav", "problem"] == ""
+
+
+def row_stats(root, manifest):
+    """Each row's (size, mtime_ns) as the manifest has it, and as os.stat gives it now."""
+    recorded, expected = [], []
+    table = manifest.table
+    for row, (path, problem) in enumerate(zip(table["path"], table["problem"], strict=True)):
+        recorded.append(tuple(manifest.file_stats[row].tolist()))
+        stat = None if problem else (root / path).stat()
+        expected.append(NO_STAT if stat is None else (stat.st_size, stat.st_mtime_ns))
+    return recorded, expected
+
+
+@pytest.mark.parametrize("layout", ["urbansound8k", "folder", "folder with a CSV"])
+def test_each_row_has_its_own_files_size_and_mtime(tmp_path, demo_root, layout):
+    """CSV order is not listing order: a row's stats must still be its own file's."""
+    root = tmp_path / "data"
+    shutil.copytree(demo_root, root)
+    files = sorted((root / "audio").rglob("*.wav"))
+    files[0].unlink()  # a CSV row whose file is missing
+    os.symlink(demo_root / "metadata/UrbanSound8K.csv", files[1].with_suffix(".x.wav"))
+    write_audio(files[2], tone(8000, 0.9), 8000)  # another size than its neighbours
+    metadata = None
+    if layout == "folder with a CSV":
+        metadata = tmp_path / "meta.csv"
+        paths = [f.relative_to(root).as_posix() for f in files[::-1]] + ["audio/none.wav"]
+        pd.DataFrame({"path": paths}).to_csv(metadata, index=False)
+    manifest = build_manifest(root, layout.split()[0], metadata=metadata)
+
+    recorded, expected = row_stats(root, manifest)
+    assert recorded == expected
+    assert NO_STAT in recorded and len(set(recorded)) > len(recorded) // 2
 
 
 @pytest.mark.parametrize(

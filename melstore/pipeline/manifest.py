@@ -26,6 +26,7 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pandas as pd
 
 from melstore.errors import ConfigError
@@ -66,14 +67,53 @@ def source_column(dataset: dict) -> str:
     return dataset.get("source_column") or LAYOUT_SOURCE_COLUMN.get(dataset["layout"], "")
 
 
+# The stat of a file that was not stat'ed: missing, unusable, broken, or the generated demo's.
+NO_STAT = (-1, -1)
+
+
+@dataclass
+class Listing:
+    """The audio files below a dataset root, sorted by path (:func:`scan_audio`).
+
+    ``problems[i]`` is ``""``, or why ``paths[i]`` cannot be used;
+    ``stats[i]`` is its (size, mtime_ns) when listed, or :data:`NO_STAT`.
+    Columns rather than a mapping: a million files are listed in 4 s, not 6.
+    """
+
+    paths: list[str]
+    problems: list[str]
+    stats: np.ndarray
+
+    @classmethod
+    def unstated(cls, paths: list[str]) -> Listing:
+        """Usable files known without looking at them (the generated demo)."""
+        paths = sorted(paths)
+        return cls(paths, [""] * len(paths), np.full((len(paths), 2), NO_STAT, dtype=np.int64))
+
+    def problem_of(self) -> dict[str, str]:
+        """Path to problem, for every listed file."""
+        return dict(zip(self.paths, self.problems, strict=True))
+
+    def stats_of(self, paths: list[str], problems: list[str]) -> np.ndarray:
+        """The (n, 2) stats of ``paths``: :data:`NO_STAT` where unlisted or with a problem."""
+        if paths == self.paths:  # a folder without a CSV: the listing's own order
+            stats = self.stats.copy()
+        else:
+            index = {path: row for row, path in enumerate(self.paths)}
+            rows = np.fromiter((index.get(p, -1) for p in paths), dtype=np.int64, count=len(paths))
+            stats = np.where((rows >= 0)[:, None], self.stats[rows], NO_STAT)
+        stats[np.fromiter(map(bool, problems), dtype=bool, count=len(problems))] = NO_STAT
+        return stats
+
+
 @dataclass
 class Manifest:
     """The clips of a dataset, in order, with their CSV metadata."""
 
     table: pd.DataFrame
     csv_columns: list[str]
-    # path -> (size, mtime_ns) of each listed file when listed; none for the generated demo
-    file_stats: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # (size, mtime_ns) of each row's file when listed; NO_STAT if not (see Listing)
+    file_stats: np.ndarray
     unlisted: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -122,8 +162,7 @@ def build_manifest(root: str | Path, layout: str, metadata: str | Path | None = 
         raise ConfigError(f"config key 'dataset.layout': {layout!r}; choose one of {LAYOUTS}")
     csv_path = metadata_csv(root, layout, metadata)
     csv = None if csv_path is None else read_csv(csv_path)
-    files, stats = scan_audio(root)
-    return manifest_from_listing(layout, csv=csv, files=files, stats=stats)
+    return manifest_from_listing(layout, csv=csv, listing=scan_audio(root))
 
 
 def metadata_csv(root: str | Path, layout: str, metadata: str | Path | None) -> Path | None:
@@ -144,19 +183,18 @@ def read_csv(path: str | Path) -> pd.DataFrame:
         raise ConfigError(f"metadata CSV {path} is not readable: {first_line}") from None
 
 
-def scan_audio(root: Path) -> tuple[dict[str, str], dict[str, tuple[int, int]]]:
+def scan_audio(root: Path) -> Listing:
     """Find audio files below ``root`` by extension, with their size and mtime.
 
-    Returns a mapping from relative posix path to a problem ("" when fine),
-    and one from path to (size, mtime_ns) for each file that could be stat'ed.
     The stats come with the listing, so a workflow start stats each file once.
     Hidden files (``.``-prefixed, e.g. macOS ``._x.wav``) are skipped; symlinked
     folders are not followed, and symlinked files pointing outside the root
     are flagged (only symlinks are resolved: resolving every path costs 0.4 s
-    on UrbanSound8K, at every workflow start).
+    on UrbanSound8K, at every workflow start). A broken symlink has no stat:
+    its job reports the file unreadable.
     """
     real_root = os.path.realpath(root)
-    found, stats = {}, {}
+    paths, problems, stats = [], [], []
     folders = [(os.fspath(root), "")]
     while folders:
         folder, prefix = folders.pop()
@@ -170,14 +208,19 @@ def scan_audio(root: Path) -> tuple[dict[str, str], dict[str, tuple[int, int]]]:
                     continue
                 if not name.lower().endswith(AUDIO_EXTENSIONS):
                     continue
-                path = prefix + name
-                found[path] = "" if not entry.is_symlink() else _symlink_problem(entry, real_root)
+                paths.append(prefix + name)
+                problems.append(_symlink_problem(entry, real_root) if entry.is_symlink() else "")
                 try:
                     stat = entry.stat()
-                except OSError:  # a broken symlink: its job reports the file unreadable
-                    continue
-                stats[path] = (stat.st_size, stat.st_mtime_ns)
-    return dict(sorted(found.items())), stats
+                    stats.append((stat.st_size, stat.st_mtime_ns))
+                except OSError:
+                    stats.append(NO_STAT)
+    order = sorted(range(len(paths)), key=paths.__getitem__)
+    return Listing(
+        [paths[i] for i in order],
+        [problems[i] for i in order],
+        np.array(stats, dtype=np.int64).reshape(-1, 2)[order],
+    )
 
 
 def _symlink_problem(entry: os.DirEntry, real_root: str) -> str:
@@ -190,12 +233,11 @@ def manifest_from_listing(
     layout: str,
     *,
     csv: pd.DataFrame | None,
-    files: dict[str, str],
-    stats: dict[str, tuple[int, int]] | None = None,
+    listing: Listing,
 ) -> Manifest:
-    """Build a manifest from a CSV and a file listing and its stats (see :func:`scan_audio`)."""
+    """Build a manifest from a CSV and a file listing (see :func:`scan_audio`)."""
     if layout == "folder":
-        return _folder(csv, files, stats or {})
+        return _folder(csv, listing)
     name_column = {"urbansound8k": "slice_file_name", "esc50": "filename"}[layout]
     required = [name_column, "fold"] if layout == "urbansound8k" else [name_column]
     _check_columns(csv, required)
@@ -208,15 +250,17 @@ def manifest_from_listing(
     paths = paths.tolist()
     stems = [posixpath.splitext(posixpath.basename(name))[0] for name in names.tolist()]
     table = pd.DataFrame({"clip_id": stems, "path": paths})
-    table["problem"] = [_problem(p, files) for p in paths]
+    files = listing.problem_of()
+    problems = [_problem(p, files) for p in paths]
+    table["problem"] = problems
     table = pd.concat([table, csv.reset_index(drop=True)], axis=1)
     _check_unique(table["clip_id"])
     unlisted = sorted(set(files) - set(paths))
-    return Manifest(table, list(csv.columns), stats or {}, unlisted)
+    return Manifest(table, list(csv.columns), listing.stats_of(paths, problems), unlisted)
 
 
-def _folder(csv: pd.DataFrame | None, files: dict[str, str], stats: dict) -> Manifest:
-    paths = sorted(files)  # plain str: PurePosixPath and Arrow-backed Series are slow per file
+def _folder(csv: pd.DataFrame | None, listing: Listing) -> Manifest:
+    paths = listing.paths  # plain str: PurePosixPath and Arrow-backed Series are slow per file
     table = pd.DataFrame({"path": paths, "label": [_parent_name(p) for p in paths]})
     csv_columns = ["label"]
     if csv is not None:
@@ -229,10 +273,14 @@ def _folder(csv: pd.DataFrame | None, files: dict[str, str], stats: dict) -> Man
         table = table.sort_values("path", kind="stable").reset_index(drop=True)
         csv_columns = ["label"] + [c for c in csv.columns if c not in ("path", "label")]
     table.insert(0, "clip_id", table["path"])
-    paths = table["path"].tolist() if csv is not None else paths
-    table.insert(2, "problem", [_problem(p, files) for p in paths])
+    if csv is None:
+        problems = listing.problems
+    else:
+        paths, files = table["path"].tolist(), listing.problem_of()
+        problems = [_problem(p, files) for p in paths]
+    table.insert(2, "problem", problems)
     table = table[["clip_id", "path", "problem", *csv_columns]]
-    return Manifest(table, csv_columns, stats)
+    return Manifest(table, csv_columns, listing.stats_of(paths, problems))
 
 
 def _parent_name(path: str) -> str:

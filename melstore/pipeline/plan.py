@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,21 @@ from melstore.features.extractor import FeatureParams
 from melstore.features.presets import check_feature_set_names, resolve_feature_set
 from melstore.pipeline import demo
 from melstore.pipeline.config import validate_config
-from melstore.pipeline.manifest import Manifest, build_manifest, manifest_from_listing, metadata_csv
+from melstore.pipeline.manifest import (
+    Listing,
+    Manifest,
+    build_manifest,
+    manifest_from_listing,
+    metadata_csv,
+)
 from melstore.pipeline.shards import assign_shards
 from melstore.store.format import Storage
 
 # Feature-set keys that say how a store keeps its values, not how they are computed.
 STORAGE_KEYS = ("precision_db", "compression")
+
+# What an extraction job is told of each of its clips.
+ENTRY_COLUMNS = ("clip_id", "path", "problem")
 
 # Folders the workflow writes, relative to the working directory.
 OUTPUT_FOLDERS = ("results", "logs", ".snakemake")
@@ -53,7 +63,6 @@ class Plan:
     storage: dict[str, Storage]
     shards: dict[str, list[int]]
     _source_digests: dict[str, str] = field(default_factory=dict, repr=False)
-    _entries: dict[str, list[list[str]]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_config(cls, config: dict, *, schema_path: str | Path) -> Plan:
@@ -86,21 +95,22 @@ class Plan:
         }
         manifest = load_manifest(dataset)
         check_source_column(dataset, manifest)
-        shards = assign_shards(list(manifest.table["clip_id"]), config["shard_size"])
+        shards = assign_shards(manifest.table["clip_id"].tolist(), config["shard_size"])
         return cls(
             config, dataset["name"], Path(dataset["root"]), manifest, feature_sets, storage, shards
         )
 
-    def shard_entries(self, shard: str) -> list[list[str]]:
-        """(clip_id, path, problem) of each clip in ``shard``, as plain lists."""
-        if not self._entries:  # all shards at once: Snakemake asks for each more than once
-            table = self.manifest.table
-            columns = (table[name].tolist() for name in ("clip_id", "path", "problem"))
-            rows = list(zip(*columns, strict=True))
-            self._entries = {
-                name: [list(rows[row]) for row in members] for name, members in self.shards.items()
-            }
-        return self._entries[shard]
+    @cached_property
+    def _columns(self) -> dict[str, np.ndarray]:
+        """clip_id, path and problem as object arrays: a shard's values are one take each."""
+        table = self.manifest.table
+        return {name: np.array(table[name].tolist(), dtype=object) for name in ENTRY_COLUMNS}
+
+    def shard_entries(self, shard: str) -> list[tuple[str, str, str]]:
+        """(clip_id, path, problem) of each clip in ``shard``."""
+        rows = self.shards[shard]
+        columns = (self._columns[name][rows].tolist() for name in ENTRY_COLUMNS)
+        return list(zip(*columns, strict=True))
 
     def shard_sources(self, shard: str) -> str:
         """A digest of the path, problem, size and mtime of every file in ``shard``.
@@ -113,19 +123,13 @@ class Plan:
         (:func:`~melstore.pipeline.manifest.scan_audio`). A generated dataset
         has none: it depends on its generator rule instead.
         """
-        if not self._source_digests:  # all shards at once: Snakemake asks for each more than once
-            table = self.manifest.table
-            paths, problems = table["path"].tolist(), table["problem"].tolist()
-            stats = self.manifest.file_stats
-            unlisted = (-1, -1)  # generated, unusable, or vanished while listed
+        if not self._source_digests:  # all shards at once: gather_state needs them all
+            paths, problems = self._columns["path"], self._columns["problem"]
             for name, rows in self.shards.items():
-                digest = hashlib.sha256(
-                    "\0".join(f"{paths[row]}\0{problems[row]}" for row in rows).encode()
-                )
-                found = [
-                    unlisted if problems[row] else stats.get(paths[row], unlisted) for row in rows
-                ]
-                digest.update(np.asarray(found, dtype=np.int64).tobytes())
+                text = np.empty(2 * len(rows), dtype=object)
+                text[0::2], text[1::2] = paths[rows], problems[rows]
+                digest = hashlib.sha256("\0".join(text.tolist()).encode())
+                digest.update(self.manifest.file_stats[rows].tobytes())
                 self._source_digests[name] = digest.hexdigest()
         return self._source_digests[shard]
 
@@ -179,10 +183,9 @@ def load_manifest(dataset: dict) -> Manifest:
     """
     if not demo.is_demo_root(dataset["root"]):
         return build_manifest(dataset["root"], dataset["layout"], dataset["metadata"])
+    audio = [path for path in demo.relative_paths() if path != demo.CSV_PATH]
     return manifest_from_listing(
-        dataset["layout"],
-        csv=demo.csv_table(),
-        files={path: "" for path in demo.relative_paths() if path != demo.CSV_PATH},
+        dataset["layout"], csv=demo.csv_table(), listing=Listing.unstated(audio)
     )
 
 

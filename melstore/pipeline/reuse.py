@@ -38,7 +38,7 @@ import h5py
 import numpy as np
 
 from melstore.files import atomic_path
-from melstore.pipeline.shards import KEY_BITS, key_range, key_value
+from melstore.pipeline.shards import KEY_BITS, key_range, key_values
 from melstore.store.format import SHARD_COLUMNS, StoreWriter, read_columns, write_table
 
 # A file's size and modification time (ns): a clip is reused only if both are unchanged.
@@ -74,9 +74,7 @@ def write_record(path: str | Path, *, table: dict[str, np.ndarray], build: dict,
     The record keeps them in shard-key order, with each clip's store row, so
     that a shard's clips are one slice of it (:func:`read_record`).
     """
-    keys = np.fromiter(
-        map(key_value, table["clip_id"]), dtype=np.uint64, count=len(table["clip_id"])
-    )
+    keys = key_values(table["clip_id"])
     order = np.argsort(keys, kind="stable")
     with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=False) as record:
         clips = record.create_group("clips")
