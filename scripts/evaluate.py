@@ -16,5 +16,7 @@ with snakemake_job(snakemake) as log:
         f"{snakemake.output.table}: mean fold accuracy {result.mean_accuracy:.3f} "
         f"over {len(result.folds)} folds"
     )
+    if result.n_unlabelled:
+        summary += f" ({result.n_unlabelled} unlabelled clip(s) left out)"
     log.info("%s", summary)
     print(summary)

@@ -118,7 +118,9 @@ def gather_store(
             axes=gathering.axes(p),
             groups={
                 "frontend": gathering.frontend,
-                STATS_GROUP: fold_stats(gathering, p.frame_shape, out_path=out_path),
+                STATS_GROUP: fold_stats(
+                    gathering, p.frame_shape, source=source_column(dataset), out_path=out_path
+                ),
             },
         )
         shape = writer.shape
@@ -199,20 +201,25 @@ class Gathering:
 
 
 def fold_stats(
-    gathering: Gathering, frame_shape: tuple[int, ...], *, out_path: str | Path
+    gathering: Gathering, frame_shape: tuple[int, ...], *, source: str, out_path: str | Path
 ) -> dict[str, np.ndarray | str]:
     """The moments of each fold's frames, pooled from the shards' clip moments, one shard at a time.
 
     The folds are those :meth:`melstore.store.reader.Store.folds` gives by
-    default. When the clips have no usable folds (a fold column with empty
-    values), every clip goes into one group and ``fold_column`` is empty.
+    default, with ``source`` the store's recorded source column. When the
+    clips have no usable folds (a fold column with empty values), every clip
+    goes into one group and ``fold_column`` is empty.
     """
     from melstore.store.format import as_frame
-    from melstore.store.reader import assign_folds
+    from melstore.store.reader import assign_folds, find_source_column
 
     clip_ids = gathering.metadata["clip_id"]
     try:
-        assigned = assign_folds(as_frame(gathering.metadata), where=out_path)
+        assigned = assign_folds(
+            as_frame(gathering.metadata),
+            source=find_source_column(gathering.metadata, source),
+            where=out_path,
+        )
         of_rows, fold_column = assigned.tolist(), str(assigned.name)
         labels = sorted(set(of_rows))
     except MelstoreError:

@@ -30,33 +30,21 @@ import numpy as np
 import pandas as pd
 
 from melstore.errors import ConfigError
+from melstore.store.format import STORE_COLUMNS
+from melstore.store.reader import LAYOUT_SOURCE_COLUMN
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 LAYOUTS = ("urbansound8k", "esc50", "folder")
+# A folder dataset's label column, and the label of a clip that has none (see _folder_labels).
+LABEL_COLUMN = "label"
+UNLABELLED = ""
 
-# Columns melstore writes itself; a dataset CSV may not use these names.
-RESERVED_COLUMNS = (
-    "clip_id",
-    "path",
-    "problem",
-    "native_sr",
-    "native_channels",
-    "native_format",
-    "native_subtype",
-    "native_duration",
-    "n_samples_valid",
-    "n_frames_valid",
-    "peak_db",
-    "source_xxh128",
-    "frame_offset",
-    "n_frames",
-)
+# Columns melstore writes itself, in the store or the manifest: a CSV may not use them.
+RESERVED_COLUMNS = (*STORE_COLUMNS, "problem")
 ESCAPES_ROOT = "path escapes the dataset root"
 NOT_FOUND = "file not found"
 # Where each layout keeps its own metadata CSV, relative to the root.
 LAYOUT_CSV = {"urbansound8k": "metadata/UrbanSound8K.csv", "esc50": "meta/esc50.csv"}
-# The column of each layout's CSV naming a clip's source recording: its clips must share a fold.
-LAYOUT_SOURCE_COLUMN = {"urbansound8k": "fsID", "esc50": "src_file"}
 
 
 def source_column(dataset: dict) -> str:
@@ -173,9 +161,9 @@ def metadata_csv(root: str | Path, layout: str, metadata: str | Path | None) -> 
 
 
 def read_csv(path: str | Path) -> pd.DataFrame:
-    """Read a metadata CSV, naming the file in any error."""
+    """Read a metadata CSV, naming the file in any error; a ``label`` column is text."""
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype={LABEL_COLUMN: str})
     except FileNotFoundError:
         raise ConfigError(f"metadata CSV not found: {path}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -261,17 +249,16 @@ def manifest_from_listing(
 
 def _folder(csv: pd.DataFrame | None, listing: Listing) -> Manifest:
     paths = listing.paths  # plain str: PurePosixPath and Arrow-backed Series are slow per file
-    table = pd.DataFrame({"path": paths, "label": [_parent_name(p) for p in paths]})
-    csv_columns = ["label"]
+    table = pd.DataFrame({"path": paths})
+    csv_columns = [LABEL_COLUMN]
     if csv is not None:
-        _check_columns(csv, ["path"])
+        _check_columns(csv, ["path"], joined_on="path")
         csv = csv.assign(path=csv["path"].astype(str))
         _check_unique(csv["path"], what="path in the metadata CSV")
-        table = table.merge(csv, on="path", how="outer", suffixes=("_folder", ""))
-        if "label_folder" in table:  # the CSV's own label wins over the folder name
-            table = table.drop(columns="label_folder")
+        table = table.merge(csv, on="path", how="outer")
         table = table.sort_values("path", kind="stable").reset_index(drop=True)
-        csv_columns = ["label"] + [c for c in csv.columns if c not in ("path", "label")]
+        csv_columns += [c for c in csv.columns if c not in ("path", LABEL_COLUMN)]
+    table[LABEL_COLUMN] = _folder_labels(table)
     table.insert(0, "clip_id", table["path"])
     if csv is None:
         problems = listing.problems
@@ -281,6 +268,19 @@ def _folder(csv: pd.DataFrame | None, listing: Listing) -> Manifest:
     table.insert(2, "problem", problems)
     table = table[["clip_id", "path", "problem", *csv_columns]]
     return Manifest(table, csv_columns, listing.stats_of(paths, problems))
+
+
+def _folder_labels(table: pd.DataFrame) -> list[str]:
+    """Each row's label: the CSV's where it gives one, else the parent folder's name.
+
+    A file at the root with no CSV label gets :data:`UNLABELLED`; every label is text.
+    """
+    folder_names = [_parent_name(path) for path in table["path"].tolist()]
+    if LABEL_COLUMN not in table:
+        return folder_names
+    given = table[LABEL_COLUMN]
+    given = given.astype(str).where(given.notna(), UNLABELLED).str.strip().tolist()
+    return [label or folder for label, folder in zip(given, folder_names, strict=True)]
 
 
 def _parent_name(path: str) -> str:
@@ -298,14 +298,19 @@ def _problem(path: str, files: dict[str, str]) -> str:
     return files.get(path, NOT_FOUND)
 
 
-def _check_columns(csv: pd.DataFrame, required: list[str]) -> None:
+def _check_columns(csv: pd.DataFrame, required: list[str], *, joined_on: str = "") -> None:
+    """Refuse a CSV that lacks a required column or names one as melstore's own columns.
+
+    ``joined_on`` is the column the manifest is joined on (a folder CSV's ``path``).
+    """
     missing = [c for c in required if c not in csv.columns]
     if missing:
         raise ConfigError(f"metadata CSV lacks the column(s) {', '.join(missing)}")
-    clashes = [c for c in csv.columns if c in RESERVED_COLUMNS and c != "path"]
+    clashes = [c for c in csv.columns if c in RESERVED_COLUMNS and c != joined_on]
     if clashes:
         raise ConfigError(
-            f"metadata CSV uses column name(s) reserved by melstore: {', '.join(clashes)}"
+            f"metadata CSV column {clashes[0]!r} is a column melstore writes itself; "
+            f"rename it (reserved: {', '.join(RESERVED_COLUMNS)})"
         )
 
 

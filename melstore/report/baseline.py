@@ -40,13 +40,16 @@ class BaselineResult:
     classes : list of str
         The class names, sorted.
     y_true, y_pred : np.ndarray
-        Each clip's class and its prediction by the model that did not see its fold.
+        Each labelled clip's class and its prediction by the model that did not see its fold.
+    n_unlabelled : int
+        Clips left out because they have no label (``''``).
     """
 
     folds: pd.DataFrame
     classes: list[str]
     y_true: np.ndarray
     y_pred: np.ndarray
+    n_unlabelled: int = 0
 
     @property
     def mean_accuracy(self) -> float:
@@ -73,7 +76,7 @@ def evaluate_store(path: str | Path, *, batch_size: int = 256) -> BaselineResult
     ------
     MelstoreError
         If scikit-learn is missing, the store has no label column, fewer than
-        two classes, or fewer than two folds.
+        two classes, or fewer than two folds. Unlabelled clips are left out.
     """
     require_extra()
     from sklearn.linear_model import LogisticRegression
@@ -91,6 +94,8 @@ def evaluate_store(path: str | Path, *, batch_size: int = 256) -> BaselineResult
             store.features, metadata, concatenated=not store.fixed_length, batch_size=batch_size
         )
     labels = metadata[label_column].astype(str).to_numpy()
+    labelled = labels != ""  # an unlabelled clip can be neither trained on nor scored
+    labels, pooled, folds = labels[labelled], pooled[labelled], folds[labelled]
     classes = sorted(set(labels))
     if len(classes) < 2:
         raise MelstoreError(f"{path}: the baseline needs at least 2 classes in {label_column!r}")
@@ -113,7 +118,9 @@ def evaluate_store(path: str | Path, *, batch_size: int = 256) -> BaselineResult
         accuracy = float(np.mean(predictions[test] == labels[test]))
         rows.append((fold, int((~test).sum()), int(test.sum()), accuracy))
     table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    return BaselineResult(table, classes, labels, predictions.astype(str))
+    return BaselineResult(
+        table, classes, labels, predictions.astype(str), n_unlabelled=int((~labelled).sum())
+    )
 
 
 def pooled_features(

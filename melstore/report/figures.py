@@ -23,7 +23,7 @@ from melstore.features.audio import decode, file_checksum
 from melstore.features.extractor import FeatureExtractor, FeatureParams, Frontend
 from melstore.features.kinds import feature_kind
 from melstore.files import atomic_path
-from melstore.store.reader import Store
+from melstore.store.reader import UNLABELLED_NAME, Store
 
 CMAP = "magma"
 # mel axes mark the top 5 octaves in range, as librosa's "mel" axis does (512 ... 8192 Hz)
@@ -141,7 +141,7 @@ def clip_figure(store: Store, key: int | str) -> Figure:
     mesh = draw_spectrogram(ax, static_channel(clip), params=store.params, axes=store.axes)
     fig.colorbar(mesh, ax=ax, label=value_label(store.params))
     _mark_padding(ax, store, meta)
-    label = f" · class {meta[store.label_column]}" if store.label_column else ""
+    label = f" · class {class_name(store, meta)}" if store.label_column else ""
     channel = f" (channel 0 of {clip.shape[0]})" if clip.ndim == 3 else ""
     fig.suptitle(f"{meta['clip_id']}{label}{channel}", fontsize=12)
     ax.set_title(f"{store.feature_set}: {describe_params(store.params)}", fontsize=9)
@@ -203,7 +203,7 @@ def class_examples_figure(store: Store) -> Figure:
         mesh = draw_spectrogram(
             ax, clip, params=store.params, axes=store.axes, vmin=vmin, vmax=vmax
         )
-        label = meta[store.label_column] if store.label_column else "all clips"
+        label = class_name(store, meta) if store.label_column else "all clips"
         ax.set_title(f"{label}\n{meta['clip_id']}", fontsize=9)
     for ax in grid.flat:
         ax.label_outer()
@@ -304,7 +304,7 @@ def power_vs_db_figure(store: Store, key: int | str | None = None) -> Figure:
         f"(largest difference {mismatch:.1g}{' dB' if kind.decibels else ''})"
     )
     right.label_outer()
-    label = f" ({meta[store.label_column]})" if store.label_column else ""
+    label = f" ({class_name(store, meta)})" if store.label_column else ""
     fig.suptitle(
         f"{meta['clip_id']}{label}, {store.feature_set}: {describe_params(store.params)}",
         fontsize=11,
@@ -356,6 +356,11 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = 110) -> None:
 def class_examples(store: Store) -> pd.DataFrame:
     """The metadata of :func:`class_example_rows`; the index is the feature row."""
     return store.metadata.iloc[class_example_rows(store)]
+
+
+def class_name(store: Store, meta: Mapping) -> str:
+    """The class of one metadata row as figures name it (an unlabelled clip's too)."""
+    return str(meta[store.label_column]) or UNLABELLED_NAME
 
 
 def class_example_rows(store: Store) -> np.ndarray:

@@ -147,8 +147,7 @@ def audit_store(store: Store, *, source_column: str | None = None) -> Audit:
     table = store.metadata
     folds = store.fold_of_rows()
     if source_column is None:
-        recorded = store.attrs.get("source_column") or None
-        source_column = recorded if recorded in table.columns else None
+        source_column = store.source_column
     elif source_column not in table.columns:
         raise MelstoreError(
             f"{store.path} has no metadata column {source_column!r} to audit sources by; "

@@ -466,7 +466,8 @@ class StoreWriter:
 def clip_locations(frame_counts: Sequence[int]) -> dict[str, np.ndarray]:
     """Where each clip of a variable-length store lies along time: frame_offset, n_frames."""
     counts = np.asarray(frame_counts, dtype=np.int64)
-    return {"frame_offset": np.cumsum(counts) - counts, "n_frames": counts}
+    offset, length = LOCATION_COLUMNS
+    return {offset: np.cumsum(counts) - counts, length: counts}
 
 
 def write_table(group: h5py.Group, table: Table) -> None:
@@ -598,6 +599,10 @@ SHARD_COLUMNS = {"clip_id": "str", "path": "str", **COMPUTED_COLUMNS,
                  "quantisation_error": "float64"}  # fmt: skip
 # Stored in compact stores only: how far each clip's stored values are from the computed ones.
 ERROR_COLUMN = "quantisation_error"
+# Stored in variable-length stores only: where each clip lies along time (clip_locations).
+LOCATION_COLUMNS = ("frame_offset", "n_frames")
+# Every metadata column a store can get from melstore itself rather than the dataset's CSV.
+STORE_COLUMNS = ("clip_id", "path", *COMPUTED_COLUMNS, ERROR_COLUMN, *LOCATION_COLUMNS)
 
 
 def computed_table(records: Sequence[tuple]) -> dict[str, np.ndarray]:

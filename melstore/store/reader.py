@@ -39,6 +39,10 @@ LABEL_COLUMNS = ("class", "category", "label")
 # The dataset's own integer class ids: UrbanSound8K, ESC-50.
 TARGET_COLUMNS = ("classID", "target")
 FOLD_COLUMN = "fold"
+# The column naming each clip's source recording in UrbanSound8K and ESC-50.
+LAYOUT_SOURCE_COLUMN = {"urbansound8k": "fsID", "esc50": "src_file"}
+# How tables and figures name the class of a clip stored without a label ('').
+UNLABELLED_NAME = "(unlabelled)"
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,15 @@ class Store:
         """The metadata column naming each clip's class, or None if there is none."""
         return next((c for c in LABEL_COLUMNS if c in self.metadata_columns), None)
 
+    @property
+    def source_column(self) -> str | None:
+        """The metadata column naming each clip's source recording, or None if none is known.
+
+        The one the store was built with (``dataset.source_column``, else the
+        layout's), else ``fsID`` or ``src_file`` when the metadata has one.
+        """
+        return find_source_column(self.metadata_columns, self.attrs.get("source_column", ""))
+
     def row(self, key: int | str) -> int:
         """The feature row of a clip id, or a row number checked against the store.
 
@@ -320,7 +333,13 @@ class Store:
         pd.Series
             One fold per row; its name is the column, or ``"fold (fallback)"``.
         """
-        return assign_folds(self.metadata, column=column, n_splits=n_splits, where=self.path)
+        return assign_folds(
+            self.metadata,
+            column=column,
+            n_splits=n_splits,
+            source=self.source_column,
+            where=self.path,
+        )
 
     def folds(self, *, column: str | None = None, n_splits: int = 5) -> list[Split]:
         """Cross-validation splits: (train rows, test rows) for each fold.
@@ -342,13 +361,16 @@ class Store:
 
         Notes
         -----
-        The fallback split is deterministic and stratified: the clips are
-        ordered by class (the label column, if any), then by the sha256 of
-        their clip id, and dealt round-robin to folds 1..``n_splits``. Every
-        fold gets a near-equal share of each class and of the whole. It does
-        not depend on row order or on the machine. Clips of one recording may
-        land in different folds; if they must stay together, give your CSV a
-        ``fold`` column.
+        The fallback split is deterministic and stratified by class (the label
+        column, if any). When the store knows each clip's source recording
+        (:attr:`source_column`), every clip of one source is in one fold: the
+        sources are dealt as scikit-learn's ``StratifiedGroupKFold`` (without
+        shuffling) deals groups, largest class imbalance first, each to the
+        fold that keeps every class's share of the folds most even; a clip
+        with no source value is a source of its own. Without a source column
+        the clips are ordered by class, then by the sha256 of their clip id,
+        and dealt round-robin to folds 1..``n_splits``. Either way the split
+        does not depend on row order or on the machine.
 
         Examples
         --------
@@ -421,7 +443,11 @@ class Store:
         """Clips per class (rows) and fold (columns), with totals."""
         import pandas as pd
 
-        labels = self.metadata[self.label_column] if self.label_column else "all clips"
+        labels = (
+            self.metadata[self.label_column].replace("", UNLABELLED_NAME)
+            if self.label_column
+            else "all clips"
+        )
         folds = self.fold_of_rows()
         table = pd.crosstab(
             pd.Series(labels, index=self.metadata.index, name=self.label_column or "class"),
@@ -445,6 +471,12 @@ class Store:
         -------
         np.ndarray
             int64, one per row.
+
+        Raises
+        ------
+        MelstoreError
+            If the store has no such column, or a clip has no value in it (an
+            unlabelled clip: ``''``), naming the first such clip.
         """
         if column is None:
             known = [c for c in (*TARGET_COLUMNS, *LABEL_COLUMNS) if c in self.metadata.columns]
@@ -455,6 +487,13 @@ class Store:
                 )
             column = known[0]
         values = self._column(column)
+        missing = values.isna() | (values.astype(str) == "")
+        if missing.any():
+            raise MelstoreError(
+                f"{self.path}: clip {self.metadata['clip_id'][missing].iat[0]!r} has no "
+                f"{column} ({int(missing.sum())} clip(s) without one); select labelled rows, "
+                f"e.g. store.select({column}=...), or give every file a label"
+            )
         if values.dtype.kind in "iub":
             return values.to_numpy(dtype=np.int64)
         return np.unique(values.astype(str).to_numpy(), return_inverse=True)[1].astype(np.int64)
@@ -556,10 +595,28 @@ def metadata_column(metadata: pd.DataFrame, column: str, *, where: object) -> pd
     return metadata[column]
 
 
+def find_source_column(columns: Collection[str], recorded: str = "") -> str | None:
+    """The column of ``columns`` naming each clip's source recording, or None.
+
+    ``recorded`` (the config's ``dataset.source_column``, else the layout's) if
+    it is a column, else UrbanSound8K's ``fsID`` or ESC-50's ``src_file``.
+    """
+    known = [recorded, *LAYOUT_SOURCE_COLUMN.values()]
+    return next((column for column in known if column and column in columns), None)
+
+
 def assign_folds(
-    metadata: pd.DataFrame, *, column: str | None = None, n_splits: int = 5, where: object
+    metadata: pd.DataFrame,
+    *,
+    column: str | None = None,
+    n_splits: int = 5,
+    source: str | None = None,
+    where: object,
 ) -> pd.Series:
     """The test fold of every row of a store's metadata (see :meth:`Store.folds`).
+
+    ``source`` names the column of source recordings that the fallback split
+    keeps together (:func:`find_source_column`).
 
     Raises
     ------
@@ -567,7 +624,7 @@ def assign_folds(
         If the column is missing or has empty values, or ``n_splits`` < 2.
     """
     if column is None and FOLD_COLUMN not in metadata.columns:
-        return _fallback_folds(metadata, n_splits)
+        return _fallback_folds(metadata, n_splits, source=source)
     column = column or FOLD_COLUMN
     folds = metadata_column(metadata, column, where=where)
     empty = folds.isna() | (folds.astype(str) == "")
@@ -579,22 +636,61 @@ def assign_folds(
     return folds
 
 
-def _fallback_folds(metadata: pd.DataFrame, n_splits: int) -> pd.Series:
+def _fallback_folds(metadata: pd.DataFrame, n_splits: int, *, source: str | None) -> pd.Series:
     import pandas as pd
 
     if n_splits < 2:
         raise MelstoreError(f"n_splits must be at least 2, got {n_splits}")
     label_column = next((c for c in LABEL_COLUMNS if c in metadata.columns), None)
+    labels = metadata[label_column].astype(str) if label_column else pd.Series("", metadata.index)
+    folds = pd.Series(0, index=metadata.index, name=f"{FOLD_COLUMN} (fallback)")
+    if source is not None:
+        sources = metadata[source].astype(str).where(metadata[source].notna(), "")
+        # a clip without a source value is a source of its own
+        alone = "\0" + metadata["clip_id"].astype(str)
+        groups = sources.where(sources != "", alone)
+        folds[:] = grouped_folds(labels.to_numpy(), groups.to_numpy(), n_splits) + 1
+        return folds
     order = pd.DataFrame(
         {
-            "label": metadata[label_column].astype(str) if label_column else "",
+            "label": labels,
             "hash": [hashlib.sha256(str(c).encode()).hexdigest() for c in metadata["clip_id"]],
         },
         index=metadata.index,
     ).sort_values(["label", "hash"], kind="stable")
-    folds = pd.Series(0, index=metadata.index, name=f"{FOLD_COLUMN} (fallback)")
     folds[order.index] = np.arange(len(order)) % n_splits + 1
     return folds
+
+
+def grouped_folds(labels: np.ndarray, groups: np.ndarray, n_splits: int) -> np.ndarray:
+    """The fold (0..n_splits-1) of each row, keeping each group in one fold, by class.
+
+    scikit-learn's ``StratifiedGroupKFold(n_splits)`` without shuffling: the
+    groups, in sorted order, are taken by decreasing spread of their class
+    counts, and each goes to the fold where the classes' shares of the folds
+    spread least (the emptiest fold on a tie).
+    """
+    group_names, group_of = np.unique(groups, return_inverse=True)
+    class_of = np.unique(labels, return_inverse=True)[1]
+    counts = np.zeros((len(group_names), class_of.max(initial=-1) + 1))
+    np.add.at(counts, (group_of.reshape(-1), class_of.reshape(-1)), 1)
+    per_class = counts.sum(axis=0)
+    in_fold = np.zeros((n_splits, counts.shape[1]))
+    sizes = [0.0] * n_splits
+    fold_of_group = np.zeros(len(group_names), dtype=np.int64)
+    each_fold = np.eye(n_splits)[:, :, None]
+    for group in np.argsort(-counts.std(axis=1), kind="mergesort").tolist():
+        proposed = in_fold[None] + each_fold * counts[group]  # (candidate fold, fold, class)
+        spreads = (proposed / per_class).std(axis=1).mean(axis=1).tolist()
+        best, best_spread, best_size = 0, np.inf, np.inf
+        for fold, spread in enumerate(spreads):
+            tied = abs(spread - best_spread) <= 1e-8 + 1e-5 * abs(best_spread)  # np.isclose
+            if spread < best_spread or (tied and sizes[fold] < best_size):
+                best, best_spread, best_size = fold, spread, sizes[fold]
+        in_fold[best] += counts[group]
+        sizes[best] += counts[group].sum()
+        fold_of_group[group] = best
+    return fold_of_group[group_of.reshape(-1)]
 
 
 def _plain(value):
