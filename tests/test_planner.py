@@ -10,7 +10,7 @@ from pathlib import Path
 import h5py
 import pytest
 import yaml
-from conftest import USER_CONFIG, run_snakemake, snakemake_command, tone, write_audio
+from conftest import REPO, USER_CONFIG, run_snakemake, snakemake_command, tone, write_audio
 
 MELSTORE = str(Path(sys.executable).parent / "melstore")
 # What the planner must give, as README.md and `melstore plan --help` say.
@@ -153,6 +153,10 @@ def test_plan_for_people_gives_the_cluster_settings(folder_work):
     assert set(requests["extract"]) == {"cpus_per_task", "mem_mb", "runtime"}
     assert set(requests["gather"]) == {"mem_mb", "runtime"}
     assert requests["extract"]["mem_mb"] >= 100 and requests["gather"]["runtime"] >= 10
+    # the CPUs the SLURM profile gives an extraction job, whatever they are
+    profile = yaml.safe_load((REPO / "profiles/slurm/profile.yaml").read_text())
+    assert requests["extract"]["cpus_per_task"] == profile["set-threads"]["extract"]
+    assert f"profiles/slurm, {profile['set-threads']['extract']} CPUs per extraction job" in out
 
 
 def test_plan_refuses_a_bad_config_in_one_line(folder_work, tmp_path):

@@ -1,10 +1,13 @@
 """Fingerprints of the package code that shapes the outputs.
 
 Snakemake reruns a ``script:`` job when the script changes, but not when the
-package it imports does. The rules put these fingerprints in their ``params``
-so that a change in the DSP or store code reruns exactly the affected jobs.
-The source is hashed after parsing, without docstrings, so comments, docstrings
-and formatting do not count as changes.
+package it imports does. The rules put :func:`script_fingerprint` in their
+``params``, so that a change in the code a job runs reruns exactly the jobs
+that run it. Which modules those are is read from the import statements
+themselves, followed from module to module: every ``import`` anywhere in the
+code counts, in functions too, and a module counts with the packages above it.
+The source is hashed after parsing, without docstrings, so comments,
+docstrings and formatting do not count as changes.
 """
 
 from __future__ import annotations
@@ -13,31 +16,27 @@ import ast
 import functools
 import hashlib
 import importlib.util
+from pathlib import Path
 
-# Modules whose code decides the features in a shard file.
-EXTRACT_MODULES = (
-    "melstore.features.audio",
-    "melstore.features.kinds",
-    "melstore.features.extractor",
-    "melstore.pipeline.extract",
-    "melstore.store.format",
-    "melstore.store.stats",
-)
-# Modules whose code decides how shards become the final store.
-GATHER_MODULES = (
-    "melstore.pipeline.gather",
-    "melstore.pipeline.manifest",
-    "melstore.store.format",
-    "melstore.store.stats",
-)
-# Modules whose code draws the report figures and tables of a store.
-REPORT_MODULES = (
-    "melstore.report.tables",
-    "melstore.report.figures",
-    "melstore.store.reader",
-    "melstore.store.format",
-    "melstore.store.audit",
-)
+PACKAGE = "melstore"
+
+
+def script_fingerprint(script: str | Path) -> str:
+    """A short hash of the code of every package module that ``script`` imports, directly or not."""
+    return code_fingerprint(imported_modules(script))
+
+
+def imported_modules(script: str | Path) -> tuple[str, ...]:
+    """The package modules the code of ``script`` imports, directly or not, sorted by name."""
+    found: set[str] = set()
+    pending = list(_imports(_source_tree(Path(script).read_text(encoding="utf-8"))))
+    while pending:
+        name = pending.pop()
+        if name in found:
+            continue
+        found.add(name)
+        pending.extend(_imports(_source_tree(_source(name))))
+    return tuple(sorted(found))
 
 
 def code_fingerprint(modules: tuple[str, ...]) -> str:
@@ -45,13 +44,53 @@ def code_fingerprint(modules: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
     for name in modules:
         digest.update(name.encode())
-        digest.update(
-            _code_digest(open(importlib.util.find_spec(name).origin, encoding="utf-8").read())
-        )
+        digest.update(_code_digest(_source(name)))
     return digest.hexdigest()[:16]
 
 
+def _source(module: str) -> str:
+    return _module_file(module).read_text(encoding="utf-8")
+
+
+def _module_file(module: str) -> Path | None:
+    """The file of a package module, found without importing anything but the package."""
+    [top] = importlib.util.find_spec(PACKAGE).submodule_search_locations
+    path = Path(top, *module.split(".")[1:])
+    return next((f for f in (path / "__init__.py", path.with_suffix(".py")) if f.is_file()), None)
+
+
 @functools.cache  # the rules share modules: parse each source once per workflow start
+def _source_tree(source: str) -> ast.Module:
+    return ast.parse(source)
+
+
+def _imports(tree: ast.Module) -> set[str]:
+    """The package modules an import statement of ``tree`` names, with their parent packages.
+
+    ``from package import name`` names the module ``package.name`` when there
+    is one, else ``package``.
+    """
+    named = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            named.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            named.add(node.module)
+            named.update(
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if _is_module(f"{node.module}.{alias.name}")
+            )
+    ours = {name for name in named if name == PACKAGE or name.startswith(f"{PACKAGE}.")}
+    parts = [name.split(".") for name in ours]
+    return {".".join(part[:end]) for part in parts for end in range(1, len(part) + 1)}
+
+
+def _is_module(name: str) -> bool:
+    return name.startswith(f"{PACKAGE}.") and _module_file(name) is not None
+
+
+@functools.cache
 def _code_digest(source: str) -> bytes:
     return hashlib.sha256(ast.dump(_without_docstrings(ast.parse(source))).encode()).digest()
 

@@ -11,6 +11,9 @@ from contextlib import contextmanager
 from melstore.errors import MelstoreError
 from melstore.pipeline.runtime import pin_threads, retain_freed_memory
 
+# The extraction rule's threads: worker processes forked in the job, lowered to --cores.
+EXTRACT_THREADS = 8
+
 
 @contextmanager
 def snakemake_job(snakemake):

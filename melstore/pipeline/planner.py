@@ -28,6 +28,7 @@ from melstore.errors import AudioError, MelstoreError
 from melstore.features.audio import file_checksum, read_header
 from melstore.features.extractor import FeatureExtractor, Frontend
 from melstore.pipeline import demo
+from melstore.pipeline.jobs import EXTRACT_THREADS
 from melstore.pipeline.plan import Plan
 from melstore.pipeline.runtime import pin_threads, retain_freed_memory
 from melstore.store.format import ChunkEncoder
@@ -60,9 +61,11 @@ SLOW_READ_MS = 1.0  # a file read slower than this is not from the page cache
 GATHER_BASE_MB = 150  # the gather's process
 GATHER_MB_PER_CLIP = 2.4e-3  # its tables and index, per clip of the dataset
 
-# The cluster profile (profiles/slurm): CPUs per extraction job, and the job length aimed at.
-CLUSTER_THREADS = 4
+# The job length aimed at on a cluster.
 CLUSTER_JOB_SECONDS = 120
+# The workflow checkout melstore is installed from (pip install -e .), and its cluster profile.
+WORKFLOW = Path(__file__).resolve().parents[2]
+SLURM_PROFILE = WORKFLOW / "profiles/slurm/profile.yaml"
 SHARD_SIZE_RANGE = (1000, 50000)
 
 
@@ -106,6 +109,7 @@ class Prediction:
     read_ms_per_file: float  # reading a file in full, as the disk and its cache serve it now
     parse_seconds: float
     sample_seconds: float
+    cluster_threads: int  # CPUs of an extraction job in the cluster profile
 
     @property
     def cpu_seconds(self) -> float:
@@ -126,7 +130,7 @@ class Prediction:
     def recommended_shard_size(self) -> int:
         """Files per extraction job so that one runs about 2 min on the cluster profile's CPUs."""
         cpu_per_clip = max(s.cpu_ms_per_clip for s in self.feature_sets.values()) / 1e3
-        rate = CLUSTER_THREADS * WORKER_EFFICIENCY / max(cpu_per_clip, 1e-6)
+        rate = self.cluster_threads * WORKER_EFFICIENCY / max(cpu_per_clip, 1e-6)
         size = _round_to_two_digits(CLUSTER_JOB_SECONDS * rate)
         return int(min(max(size, SHARD_SIZE_RANGE[0]), SHARD_SIZE_RANGE[1]))
 
@@ -144,16 +148,16 @@ class Prediction:
         shard_size = self.recommended_shard_size()
         worst = max(self.feature_sets.values(), key=lambda s: s.cpu_ms_per_clip)
         seconds = JOB_SECONDS + shard_size * worst.cpu_ms_per_clip / 1e3 / (
-            CLUSTER_THREADS * WORKER_EFFICIENCY
+            self.cluster_threads * WORKER_EFFICIENCY
         )
         mem = max(
-            job_memory_mb(s.worker_peak_mb, threads=CLUSTER_THREADS, shard_clips=shard_size)
+            job_memory_mb(s.worker_peak_mb, threads=self.cluster_threads, shard_clips=shard_size)
             for s in self.feature_sets.values()
         )
         gather = max(s.gather_seconds for s in self.feature_sets.values())
         return {
             "extract": {
-                "cpus_per_task": CLUSTER_THREADS,
+                "cpus_per_task": self.cluster_threads,
                 "mem_mb": _headroom_mb(mem),
                 "runtime": _headroom_minutes(seconds),
             },
@@ -200,8 +204,8 @@ class Prediction:
             f"The wall time includes snakemake's start and parse, {self.parse_seconds:.1f} s "
             f"per invocation (a no-op rerun costs about that). A gather needs "
             f"{self.gather_mem_mb} MB.",
-            f"On a cluster (profiles/slurm, {CLUSTER_THREADS} CPUs per extraction job), aim at "
-            f"jobs of about {CLUSTER_JOB_SECONDS // 60} min; in your config:",
+            f"On a cluster (profiles/slurm, {self.cluster_threads} CPUs per extraction job), "
+            f"aim at jobs of about {CLUSTER_JOB_SECONDS // 60} min; in your config:",
             f"  shard_size: {self.recommended_shard_size()}",
             "and in profiles/slurm/profile.yaml (runtime in minutes):",
             "  set-resources:",
@@ -245,8 +249,7 @@ def load_plan(configfile: str | Path) -> Plan:
     import yaml
     from snakemake.utils import update_config
 
-    workflow = Path(__file__).resolve().parents[2]
-    default, schema = workflow / "config.yaml", workflow / "workflow/schemas/config.schema.yaml"
+    default, schema = WORKFLOW / "config.yaml", WORKFLOW / "workflow/schemas/config.schema.yaml"
     if not (default.is_file() and schema.is_file()):
         raise MelstoreError(
             f"melstore plan needs the workflow checkout melstore runs from (pip install -e .); "
@@ -302,7 +305,8 @@ def predict(
     picked = [usable[i] for i in rng.permutation(len(usable))[:header_sample]]
     # not seeded: a file this planner read before would be served from the page cache
     unseen = np.random.default_rng().choice(len(usable), min(READ_SAMPLE, len(usable)), False)
-    read_seconds = _read_seconds(plan.root, [usable[i] for i in unseen], threads=min(8, cores))
+    threads = min(EXTRACT_THREADS, cores)  # as Snakemake lowers the rule's threads
+    read_seconds = _read_seconds(plan.root, [usable[i] for i in unseen], threads=threads)
     members: dict[tuple[str, int], list[str]] = defaultdict(list)
     for path in picked:
         try:
@@ -354,7 +358,15 @@ def predict(
         read_ms_per_file=read_seconds * 1e3,
         parse_seconds=SNAKEMAKE_SECONDS + PARSE_SECONDS_PER_FILE * len(table),
         sample_seconds=time.monotonic() - started,
+        cluster_threads=cluster_threads(),
     )
+
+
+def cluster_threads() -> int:
+    """The CPUs of an extraction job in the SLURM profile (its ``set-threads``)."""
+    import yaml
+
+    return int(yaml.safe_load(SLURM_PROFILE.read_text())["set-threads"]["extract"])
 
 
 @dataclass(frozen=True)
@@ -454,7 +466,7 @@ def _predict_set(
     cores: int,
     precision_db: float | None,
 ) -> SetPrediction:
-    threads = min(8, cores)  # the extract rule's threads, lowered to --cores
+    threads = min(EXTRACT_THREADS, cores)  # as Snakemake lowers the rule's threads
     shard_clips = [len(rows) for rows in plan.shards.values()]
     jobs = [
         JOB_SECONDS + clips * (cpu_per_file + read_per_file) / (threads * WORKER_EFFICIENCY)

@@ -4,12 +4,8 @@ import sys
 from snakemake.logging import logger
 
 from melstore.errors import MelstoreError
-from melstore.pipeline.fingerprint import (
-    EXTRACT_MODULES,
-    GATHER_MODULES,
-    REPORT_MODULES,
-    code_fingerprint,
-)
+from melstore.pipeline.fingerprint import script_fingerprint
+from melstore.pipeline.jobs import EXTRACT_THREADS
 from melstore.store.format import library_versions
 from melstore.pipeline.plan import Plan
 
@@ -30,8 +26,15 @@ if plan.manifest.unlisted:
     )
 # In every rule's params: upgrading a library that shapes the outputs reruns them.
 VERSIONS = library_versions()
+
+
+def script_code(script):
+    """In a rule's params: a change in the package code its script runs reruns it."""
+    return script_fingerprint(os.path.join(workflow.basedir, "scripts", script))
+
+
 # All a store is gathered from: an extraction job that runs while it is unchanged was forced.
-GATHER_STATE = plan.gather_state(code_fingerprint(GATHER_MODULES), VERSIONS)
+GATHER_STATE = plan.gather_state(script_code("gather.py"), VERSIONS)
 RESULTS = f"results/{plan.dataset}"
 LOGS = f"logs/{plan.dataset}"
 

@@ -12,7 +12,8 @@ if plan.generated_files():
             "../../envs/melstore.yaml"
         params:
             root=lambda wildcards, output: os.path.dirname(os.path.dirname(output.csv)),
-            # a change in the generator rewrites the demo (its audio is not inside params)
-            code=code_fingerprint(("melstore.pipeline.demo",)),
+            # a change in the generator or a library rewrites the demo (no audio in params)
+            versions=VERSIONS,
+            code=script_code("demo_dataset.py"),
         script:
             "../../scripts/demo_dataset.py"

@@ -32,6 +32,6 @@ rule baseline:
     threads: 1
     params:
         versions={**VERSIONS, **extra_versions()},
-        code=code_fingerprint(("melstore.report.baseline", "melstore.store.reader")),
+        code=script_code("evaluate.py"),
     script:
         "../../scripts/evaluate.py"

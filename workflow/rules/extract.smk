@@ -10,8 +10,7 @@ rule extract:
         f"{LOGS}/benchmarks/extract/{{featureset}}/{{shard}}.tsv"
     conda:
         "../../envs/melstore.yaml"
-    # worker processes forked inside the job; Snakemake lowers this to --cores
-    threads: 8
+    threads: EXTRACT_THREADS
     resources:
         mem_mb=lambda wildcards, threads: 100 + 100 * threads,
     params:
@@ -22,6 +21,6 @@ rule extract:
         features=feature_params,
         storage=storage_params,
         versions=VERSIONS,
-        code=code_fingerprint(EXTRACT_MODULES),
+        code=script_code("extract.py"),
     script:
         "../../scripts/extract.py"

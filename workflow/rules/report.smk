@@ -33,6 +33,6 @@ rule report:
     # one process per figure
     threads: 3
     params:
-        code=code_fingerprint(REPORT_MODULES),
+        code=script_code("report.py"),
     script:
         "../../scripts/report.py"

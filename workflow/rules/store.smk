@@ -19,6 +19,6 @@ rule gather:
         min_success=config["min_success"],
         dataset=config["dataset"],
         versions=VERSIONS,
-        code=code_fingerprint(GATHER_MODULES),
+        code=script_code("gather.py"),
     script:
         "../../scripts/gather.py"
