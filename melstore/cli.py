@@ -1,8 +1,11 @@
 """The ``melstore`` command line: info, show, export, verify, audit and plan.
 
-Exit status: 0 on success, 2 with a one-line message for bad input (a missing
-file, not a store, an unknown clip), 1 when ``verify`` finds the store differs
-from its sources or its recorded computation, or ``audit`` finds leakage.
+Exit status: 0 on success; 2 with one line on stderr for bad input, either
+``Error: <message>`` (a missing file, not a store, an unknown clip) or, for
+arguments click refuses (an unknown option, a bad choice, a missing argument),
+``melstore <command>: <click's message>``; 1 when ``verify`` finds the store
+differs from its sources or its recorded computation, or ``audit`` finds
+leakage.
 """
 
 from __future__ import annotations
@@ -48,7 +51,46 @@ def expected_errors(*, output: Path | None = None) -> Iterator[None]:
         raise Failure(f"cannot write {output}: {err.strerror or err}") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@contextmanager
+def one_line_usage_errors(ctx: click.Context) -> Iterator[None]:
+    """Print a usage error of ``ctx``'s command as one line naming it, and exit with status 2.
+
+    Click would print the command's usage and a help hint above its message.
+    """
+    try:
+        yield
+    except click.UsageError as err:
+        message = re.sub(r"\s*\n\s*", " ", err.format_message().strip())
+        click.echo(f"{ctx.command_path}: {message}", err=True)
+        ctx.exit(err.exit_code)
+
+
+class OneLineCommand(click.Command):
+    """A command whose bad arguments get one line on stderr (see `one_line_usage_errors`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        with one_line_usage_errors(ctx):
+            return super().parse_args(ctx, args)
+
+
+class Commands(OneLineCommand, click.Group):
+    """The ``melstore`` group, whose usage errors each get one line on stderr.
+
+    Its own bad arguments, a missing or unknown command, and its commands' bad
+    arguments (`OneLineCommand`).
+    """
+
+    command_class = OneLineCommand
+
+    def invoke(self, ctx: click.Context) -> object:
+        with one_line_usage_errors(ctx):
+            return super().invoke(ctx)
+
+
+# no_args_is_help off: a bare ``melstore`` is a usage error ("Missing command."), one line too
+@click.group(
+    cls=Commands, no_args_is_help=False, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(package_name="melstore")
 def main() -> None:
     """Log-scaled mel spectrogram feature stores: inspect, plot, export and check them."""

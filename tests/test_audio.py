@@ -1,12 +1,16 @@
-"""Decoding every format the target datasets contain, and rejecting what is not audio."""
+"""Decoding every format the target datasets contain, refusing non-audio, writing reproducibly."""
+
+import time
 
 import numpy as np
 import pytest
+import soundfile as sf
 import xxhash
 from conftest import tone, write_audio
 
 from melstore.errors import AudioError
 from melstore.features.audio import decode, downmix, file_checksum, fix_length, resample
+from melstore.features.audio import write_audio as write_reproducibly
 
 # (container, subtype, sample rate, channels, tolerance of the decoded samples)
 FORMATS = [
@@ -74,6 +78,31 @@ def test_decode_rejects_a_header_without_frames(tmp_path):
     path = write_audio(tmp_path / "empty.wav", np.zeros((0, 1), np.float32), 16000)
     with pytest.raises(AudioError, match="no audio frames"):
         decode(path.read_bytes())
+
+
+# the formats libsndfile gives a PEAK chunk, which holds the time of writing
+FLOAT_FORMATS = [("WAV", "FLOAT"), ("WAV", "DOUBLE"), ("WAVEX", "FLOAT")]
+
+
+def write_each_float_format(folder, samples):
+    for container, subtype in FLOAT_FORMATS:
+        path = folder / f"{container}-{subtype}.wav"
+        write_reproducibly(path, samples, 24000, container=container, subtype=subtype)
+
+
+def test_write_audio_gives_the_same_bytes_at_any_time_and_no_peak_chunk(tmp_path):
+    samples = tone(24000, 0.2, 2)
+    write_each_float_format(tmp_path / "first", samples)
+    time.sleep(1.5)  # the PEAK chunk's time of writing counts seconds
+    write_each_float_format(tmp_path / "second", samples)
+    for container, subtype in FLOAT_FORMATS:
+        name = f"{container}-{subtype}.wav"
+        first, second = tmp_path / "first" / name, tmp_path / "second" / name
+        assert first.read_bytes() == second.read_bytes(), name
+        assert b"PEAK" not in first.read_bytes()
+        info = sf.info(first)
+        assert (info.format, info.subtype, info.samplerate) == (container, subtype, 24000)
+        np.testing.assert_array_equal(sf.read(first, dtype="float32")[0], samples)
 
 
 def test_file_checksum_reports_missing_files_and_streams_whole_files(tmp_path):

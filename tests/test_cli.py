@@ -1,7 +1,11 @@
-"""The melstore command line: info, show, export (verify is tested with the incremental builds)."""
+"""The melstore command line: info, show, export, and every command's bad arguments.
+
+verify is tested with the incremental builds.
+"""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -187,3 +191,81 @@ def test_the_entry_point_runs_as_a_program(seed_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == f"Error: {seed_path.with_name('none.h5')}: no such file\n"
+
+
+def melstore_script(*args):
+    """Run the installed ``melstore`` console script, as a user does."""
+    script = Path(sys.executable).with_name("melstore")
+    command = [str(script), *(str(arg) for arg in args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def usage_error(*args, line):
+    """A case of bad arguments: the one line it must print starts with ``line``."""
+    return pytest.param(list(args), line, id=" ".join(args) or "no arguments")
+
+
+# {tmp} is a folder, {store} an empty file in it
+USAGE_ERRORS = [
+    *(
+        usage_error(name, "--bogus", line=f"melstore {name}: No such option '--bogus'")
+        for name in main.commands
+    ),
+    usage_error("--bogus", line="melstore: No such option '--bogus'"),
+    usage_error(line="melstore: Missing command"),
+    usage_error("nope", line="melstore: No such command 'nope'"),
+    usage_error(
+        "info", "{tmp}",
+        line="melstore info: Invalid value for 'STORE': File '{tmp}' is a directory",
+    ),
+    usage_error("info", line="melstore info: Missing argument 'STORE'"),
+    usage_error("info", "{store}", "{store}", line="melstore info: Got unexpected extra argument"),
+    usage_error(
+        "verify", "{store}", "--recompute", "0",
+        line="melstore verify: Invalid value for '--recompute': 0 is not in the range",
+    ),
+    usage_error(
+        "verify", "{store}", "--root", "{tmp}/gone",
+        line="melstore verify: Invalid value for '--root': Directory '{tmp}/gone' does not exist",
+    ),
+    usage_error(
+        "export", "{store}", "--format", "csv",
+        line="melstore export: Invalid value for '--format': 'csv' is not one of 'npz', 'parquet'",
+    ),
+    usage_error(
+        "export", "{store}", "--format",
+        line="melstore export: Option '--format' requires an argument",
+    ),
+    usage_error(
+        "export", "{store}",  # click's message for a choice spans three lines
+        line="melstore export: Missing option '--format'. Choose from: npz, parquet",
+    ),
+    usage_error("show", "{store}", "0", line="melstore show: Missing option '-o' / '--output'"),
+    usage_error("plan", line="melstore plan: Missing option '--configfile'"),
+    usage_error(
+        "plan", "--configfile", "{store}", "--cores", "0",
+        line="melstore plan: Invalid value for '--cores': 0 is not in the range",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "line"), USAGE_ERRORS)
+def test_every_usage_error_exits_2_with_one_line_naming_the_command(tmp_path, args, line):
+    store = tmp_path / "store.h5"
+    store.write_bytes(b"")
+    result = melstore_script(*(arg.format(tmp=tmp_path, store=store) for arg in args))
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(line.format(tmp=tmp_path)), result.stderr
+
+
+@pytest.mark.parametrize("command", ["", *main.commands])
+def test_help_of_every_command_still_exits_0(command):
+    result = melstore_script(*command.split(), "--help")
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith(f"Usage: melstore {command}".rstrip())
+
+
+def test_version_still_exits_0():
+    result = melstore_script("--version")
+    assert (result.returncode, result.stdout) == (0, f"melstore, version {melstore.__version__}\n")

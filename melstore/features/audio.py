@@ -24,9 +24,6 @@ from melstore.errors import AudioError
 from melstore.files import atomic_path
 
 SOXR_QUALITIES = ("soxr_vhq", "soxr_hq", "soxr_mq", "soxr_lq", "soxr_qq")
-# libsndfile's command to leave out the PEAK chunk of float files: that chunk
-# holds the time of writing, so the same samples would give different bytes.
-_SFC_SET_ADD_PEAK_CHUNK = 0x1050
 
 
 @dataclass(frozen=True)
@@ -181,14 +178,29 @@ def write_audio(
 ) -> None:
     """Write an audio file atomically and reproducibly (for generated datasets).
 
-    The same samples always give the same bytes: float files get no PEAK
-    chunk (it holds a timestamp). soundfile has no public call for this
-    libsndfile command, hence its private binding.
+    The same samples always give the same bytes: the PEAK chunk libsndfile
+    adds to float WAV and WAVEX files holds the time of writing, so it is
+    blanked (`blank_peak_chunk`).
     """
-    channels = 1 if samples.ndim == 1 else samples.shape[1]
+    encoded = io.BytesIO()
+    sf.write(encoded, samples, sr, format=container, subtype=subtype)
     with atomic_path(path) as tmp:
-        with sf.SoundFile(
-            tmp, "w", samplerate=sr, channels=channels, format=container, subtype=subtype
-        ) as out:
-            sf._snd.sf_command(out._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
-            out.write(samples)
+        tmp.write_bytes(blank_peak_chunk(encoded.getvalue()))
+
+
+def blank_peak_chunk(wav: bytes) -> bytes:
+    """``wav``, a RIFF WAVE file, with its PEAK chunk made a zero-filled PAD chunk of its size.
+
+    These are the bytes libsndfile writes when told to add no PEAK chunk
+    after the header is written, as melstore did before, so generated files
+    keep their bytes. Anything else (no PEAK chunk, not RIFF WAVE) is
+    returned as is.
+    """
+    offset = 12 if wav[:4] == b"RIFF" and wav[8:12] == b"WAVE" else len(wav)
+    while offset + 8 <= len(wav):
+        size = int.from_bytes(wav[offset + 4 : offset + 8], "little")
+        if wav[offset : offset + 4] == b"PEAK":
+            padding = b"PAD " + wav[offset + 4 : offset + 8] + bytes(size)
+            return wav[:offset] + padding + wav[offset + 8 + size :]
+        offset += 8 + size + size % 2  # chunks start on even offsets
+    return wav
