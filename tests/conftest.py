@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -18,6 +19,29 @@ from melstore.pipeline import demo
 
 REPO = Path(__file__).resolve().parents[1]
 USER_CONFIG = "my.yaml"  # the config file name the README's examples use
+TORCH_BUILD = "torch==2.13.0+cpu"  # the CPU build .ci/run installs: pip's default bundles CUDA
+TORCH_SKIPPED = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected, so the count is of this run
+def pytest_collection_modifyitems(config, items):
+    """Without torch, skip the tests marked ``torch`` and count them for the summary."""
+    if importlib.util.find_spec("torch") is not None:
+        return
+    needs_torch = [item for item in items if item.get_closest_marker("torch")]
+    for item in needs_torch:
+        item.add_marker(pytest.mark.skip(reason="PyTorch is not installed"))
+    config.stash[TORCH_SKIPPED] = len(needs_torch)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    skipped = config.stash.get(TORCH_SKIPPED, 0)
+    if skipped:  # one line, so a run without torch cannot pass for a run of them all
+        tests = "test is" if skipped == 1 else "tests are"
+        terminalreporter.write_line(
+            f"melstore: torch is not installed: the {skipped} torch {tests} skipped "
+            f'(pip install "{TORCH_BUILD}" runs them; docs/reading.md#with-pytorch names its index)'
+        )
 
 
 def tone(sr: int, seconds: float, channels: int = 1, freq: float = 440.0, seed: int = 0):

@@ -5,7 +5,6 @@ sets, so a new preset is tested here without anyone adding it to a list.
 """
 
 import base64
-import importlib.util
 import subprocess
 import sys
 
@@ -84,7 +83,7 @@ def test_the_command_line_reads_every_set(demo_evaluated, name, tmp_path):
     assert len(pd.read_parquet(tmp_path / f"{name}.parquet")) == 48
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch is not installed")
+@pytest.mark.torch
 @pytest.mark.parametrize("name", FEATURE_SETS)
 def test_every_set_feeds_a_torch_dataset(demo_evaluated, name):
     workdir, _, _ = demo_evaluated

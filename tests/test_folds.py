@@ -145,7 +145,7 @@ def test_stats_after_a_rerun_that_copies_clips_still_equal_numpy(leaky, tmp_path
         assert_stats_match_numpy(copy_dir / f"results/esc/{feature_set}.h5")
 
 
-def test_read_and_the_torch_dataset_normalise_with_the_train_stats_of_the_fold(leaky):
+def test_read_normalises_with_the_train_stats_of_the_fold(leaky):
     with melstore.open(leaky[0] / "results/esc/compact.h5") as store:
         split = store.folds()[2]
         assert split.fold == 3 and list(split) == [split.train, split.test]
@@ -158,11 +158,20 @@ def test_read_and_the_torch_dataset_normalise_with_the_train_stats_of_the_fold(l
         frames = np.concatenate([clip[..., :n] for clip, n in zip(train, valid, strict=True)], -1)
         np.testing.assert_allclose(frames.mean(axis=-1), 0, atol=1e-4)
         np.testing.assert_allclose(frames.std(axis=-1), 1, atol=1e-4)
-        torch = pytest.importorskip("torch")
+
+
+@pytest.mark.torch
+def test_the_torch_dataset_normalises_as_read_does(leaky):
+    import torch
+
+    with melstore.open(leaky[0] / "results/esc/compact.h5") as store:
+        split = store.folds()[2]
         dataset = store.to_torch_dataset(split.test, normalise=split.fold)
         loader = torch.utils.data.DataLoader(dataset, batch_size=len(split.test))
         [(features, _)] = list(loader)
+        normalised = store.read(split.test, normalise=split.fold)
         np.testing.assert_allclose(features.numpy(), normalised, rtol=1e-6, atol=1e-6)
+        assert features.dtype == torch.float32
 
 
 def test_stats_refuse_an_unknown_fold_in_one_line(leaky):

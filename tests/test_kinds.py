@@ -2,6 +2,7 @@
 
 import ast
 import inspect
+import pkgutil
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,12 @@ from melstore.features.presets import PRESETS, resolve_feature_set
 
 PACKAGE = Path(melstore.__file__).parent
 # the modules allowed to name kinds: the base's and those of the registered classes
-REGISTRY_MODULES = {Path(inspect.getfile(FeatureKind)).name} | {
-    Path(inspect.getfile(type(kind))).name for kind in FEATURE_KINDS.values()
+REGISTRY_MODULES = {Path(inspect.getfile(FeatureKind)).relative_to(PACKAGE).as_posix()} | {
+    Path(inspect.getfile(type(kind))).relative_to(PACKAGE).as_posix()
+    for kind in FEATURE_KINDS.values()
 }
+# every module of the package, subpackages included, so a new one cannot dodge the scan
+MODULES = sorted(path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py"))
 DECLARED_METHODS = sorted(
     name
     for name, value in vars(FeatureKind).items()
@@ -102,9 +106,15 @@ def test_the_scan_finds_each_way_of_testing_a_kind_name(source):
     assert kind_name_uses(source)
 
 
-@pytest.mark.parametrize(
-    "module",
-    sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in REGISTRY_MODULES),
-)
+def test_the_scan_reads_every_module_python_imports_and_the_registry_is_among_them():
+    imported = {"__init__.py"}
+    for module in pkgutil.walk_packages(melstore.__path__, "melstore."):
+        path = module.name.removeprefix("melstore.").replace(".", "/")
+        imported.add(f"{path}/__init__.py" if module.ispkg else f"{path}.py")
+    assert any("/" in name for name in imported) and set(MODULES) == imported
+    assert REGISTRY_MODULES <= imported
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m not in REGISTRY_MODULES])
 def test_no_module_outside_the_registry_tests_a_kind_name(module):
     assert kind_name_uses((PACKAGE / module).read_text()) == [], module

@@ -177,8 +177,10 @@ def test_to_torch_dataset_without_torch_raises_a_clear_import_error_when_called(
     )
 
 
+@pytest.mark.torch
 def test_to_torch_dataset_feeds_a_dataloader_with_workers(seed):
-    torch = pytest.importorskip("torch")
+    import torch
+
     train, _ = seed.folds()[0]
     dataset = seed.to_torch_dataset(train)
     features, target = dataset[0]
