@@ -17,25 +17,32 @@ import functools
 import hashlib
 import importlib.util
 from pathlib import Path
+from typing import NamedTuple
 
 PACKAGE = "melstore"
 
 
 def script_fingerprint(script: str | Path) -> str:
-    """A short hash of the code of every package module that ``script`` imports, directly or not."""
-    return code_fingerprint(imported_modules(script))
+    """A short hash of ``script``'s code and of every package module it imports, directly or not.
+
+    The script's own code counts too: Snakemake does not compare the code of a
+    job whose outputs are gone (a temporary shard), only its params.
+    """
+    digest = hashlib.sha256(_code(Path(script).read_text(encoding="utf-8")).digest)
+    digest.update(code_fingerprint(imported_modules(script)).encode())
+    return digest.hexdigest()[:16]
 
 
 def imported_modules(script: str | Path) -> tuple[str, ...]:
     """The package modules the code of ``script`` imports, directly or not, sorted by name."""
     found: set[str] = set()
-    pending = list(_imports(_source_tree(Path(script).read_text(encoding="utf-8"))))
+    pending = list(_code(Path(script).read_text(encoding="utf-8")).imports)
     while pending:
         name = pending.pop()
         if name in found:
             continue
         found.add(name)
-        pending.extend(_imports(_source_tree(_source(name))))
+        pending.extend(_code(_source(name)).imports)
     return tuple(sorted(found))
 
 
@@ -44,7 +51,7 @@ def code_fingerprint(modules: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
     for name in modules:
         digest.update(name.encode())
-        digest.update(_code_digest(_source(name)))
+        digest.update(_code(_source(name)).digest)
     return digest.hexdigest()[:16]
 
 
@@ -59,9 +66,18 @@ def _module_file(module: str) -> Path | None:
     return next((f for f in (path / "__init__.py", path.with_suffix(".py")) if f.is_file()), None)
 
 
+class Code(NamedTuple):
+    """What a source's code is: the package modules it imports, and a digest of it."""
+
+    imports: frozenset[str]
+    digest: bytes
+
+
 @functools.cache  # the rules share modules: parse each source once per workflow start
-def _source_tree(source: str) -> ast.Module:
-    return ast.parse(source)
+def _code(source: str) -> Code:
+    tree = ast.parse(source)
+    imports = frozenset(_imports(tree))  # before the docstrings go: the tree is edited
+    return Code(imports, hashlib.sha256(ast.dump(_without_docstrings(tree)).encode()).digest())
 
 
 def _imports(tree: ast.Module) -> set[str]:
@@ -88,11 +104,6 @@ def _imports(tree: ast.Module) -> set[str]:
 
 def _is_module(name: str) -> bool:
     return name.startswith(f"{PACKAGE}.") and _module_file(name) is not None
-
-
-@functools.cache
-def _code_digest(source: str) -> bytes:
-    return hashlib.sha256(ast.dump(_without_docstrings(ast.parse(source))).encode()).digest()
 
 
 def _without_docstrings(tree: ast.Module) -> ast.Module:
