@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,19 @@ def run_snakemake(
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stderr[-5000:]}")
     return result
+
+
+def keep_a_copy(base: Path, tmp_path_factory) -> Path:
+    """A copy of the folder ``base`` (a dataset and its build) to restore it from."""
+    kept = tmp_path_factory.mktemp(f"{base.name}-kept") / "copy"
+    shutil.copytree(base, kept, symlinks=True)  # keeps mtimes to the nanosecond
+    return kept
+
+
+def restore(base: Path, kept: Path) -> None:
+    """``base`` as it was kept (:func:`keep_a_copy`), at the same absolute paths."""
+    shutil.rmtree(base)
+    shutil.copytree(kept, base, symlinks=True)
 
 
 def merged_config(workdir: Path) -> dict:

@@ -11,9 +11,9 @@ import sys
 import pytest
 import soundfile as sf
 import xxhash
-from conftest import REPO, run_snakemake, tone, write_audio
+from conftest import REPO, keep_a_copy, restore, run_snakemake, tone, write_audio
 
-from melstore.pipeline.fingerprint import code_fingerprint
+from melstore.pipeline.fingerprint import script_fingerprint
 from melstore.pipeline.plan import Plan
 from melstore.store.format import read_table
 
@@ -129,18 +129,14 @@ def built_once(tmp_path_factory):
     base = tmp_path_factory.mktemp("incremental")
     make_dataset(base / "data")
     run_snakemake(base / "work", config(base / "data"))
-    kept = tmp_path_factory.mktemp("incremental-kept") / "copy"
-    shutil.copytree(base, kept, symlinks=True)  # keeps mtimes to the nanosecond
-    return base, kept
+    return base, keep_a_copy(base, tmp_path_factory)
 
 
 @pytest.fixture
 def built(built_once):
     """The dataset and its build, as after one clean run, at the same absolute paths."""
-    base, kept = built_once
-    shutil.rmtree(base)
-    shutil.copytree(kept, base, symlinks=True)
-    root, workdir = base / "data", base / "work"
+    restore(*built_once)
+    root, workdir = built_once[0] / "data", built_once[0] / "work"
     assert "Nothing to be done" in run_snakemake(workdir, config(root)).stderr
     return root, workdir
 
@@ -242,15 +238,15 @@ def test_workflow_refactors_and_docs_do_not_rerun_anything(tmp_path):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_code_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path, monkeypatch):
-    module = tmp_path / "fp_probe.py"
-    monkeypatch.syspath_prepend(str(tmp_path))
-    module.write_text('"""Doc."""\n\ndef f(x):\n    """Twice."""\n    return 2 * x\n')
-    original = code_fingerprint(("fp_probe",))
-    module.write_text('"""Other doc."""\n\n\ndef f(x):  # comment\n    return 2 * x  # why\n')
-    assert code_fingerprint(("fp_probe",)) == original
-    module.write_text('"""Doc."""\n\ndef f(x):\n    return 3 * x\n')
-    assert code_fingerprint(("fp_probe",)) != original
+def test_code_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path):
+    script = tmp_path / "probe.py"
+    imports = "from melstore.errors import MelstoreError\n"
+    script.write_text(f'"""Doc."""\n{imports}\ndef f(x):\n    """Twice."""\n    return 2 * x\n')
+    original = script_fingerprint(script)
+    script.write_text(f'"""Other."""\n{imports}\n\ndef f(x):  # comment\n    return 2 * x  # why\n')
+    assert script_fingerprint(script) == original
+    script.write_text(f'"""Doc."""\n{imports}\ndef f(x):\n    return 3 * x\n')
+    assert script_fingerprint(script) != original
 
 
 def verify(store, *args):

@@ -20,7 +20,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, USER_CONFIG, run_snakemake, snakemake_command, tone, write_audio
+from conftest import (
+    REPO,
+    USER_CONFIG,
+    keep_a_copy,
+    restore,
+    run_snakemake,
+    snakemake_command,
+    tone,
+    write_audio,
+)
 
 from melstore.pipeline.fingerprint import imported_modules
 
@@ -112,18 +121,14 @@ def kept_build(tmp_path_factory):
     base = tmp_path_factory.mktemp("reruns")
     make_dataset(base / "data")
     run_snakemake(base / "work", config(base), *TARGETS)
-    kept = tmp_path_factory.mktemp("reruns-kept") / "copy"
-    shutil.copytree(base, kept, symlinks=True)  # keeps mtimes to the nanosecond
-    return base, kept
+    return base, keep_a_copy(base, tmp_path_factory)
 
 
 @pytest.fixture
 def build(kept_build):
     """The build as after its clean run, at the same absolute paths."""
-    base, kept = kept_build
-    shutil.rmtree(base)
-    shutil.copytree(kept, base, symlinks=True)
-    return base
+    restore(*kept_build)
+    return kept_build[0]
 
 
 def touch_later(path: Path) -> None:
