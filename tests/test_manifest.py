@@ -82,6 +82,14 @@ def test_folder_layout_labels_by_parent_and_joins_an_optional_csv(tmp_path):
     assert pd.isna(joined.loc["dog/b.wav", "speaker"])
     assert joined.loc["gone.wav", "problem"] == NOT_FOUND
 
+    # the CSV's label where it gives one (as text), else the folder's name, else unlabelled
+    csv.write_text("path,label\ndog/a.flac,3\ndog/b.wav,\ngone.wav,4\n")
+    labelled = build_manifest(tmp_path, "folder", metadata=csv).table.set_index("path")["label"]
+    assert labelled.to_dict() == {
+        "cat/sub/y.WAV": "sub", "cat/x.ogg": "cat", "dog/a.flac": "3", "dog/b.wav": "dog",
+        "gone.wav": "4", "top.aiff": "",
+    }  # fmt: skip
+
 
 def test_paths_escaping_the_root_are_refused(tmp_path):
     root, outside = tmp_path / "root", tmp_path / "outside"

@@ -108,6 +108,7 @@ def test_the_report_names_the_unlabelled_class(digits):
         assert "(unlabelled)" in counts
 
 
+@pytest.mark.filterwarnings("ignore:The least populated class:UserWarning")  # the unlabelled
 @pytest.mark.parametrize("feature_set", FEATURE_SETS)
 def test_fallback_folds_keep_each_speaker_in_one_fold(digits, feature_set):
     from sklearn.model_selection import StratifiedGroupKFold
