@@ -31,13 +31,12 @@ import pandas as pd
 
 from melstore.errors import ConfigError
 from melstore.store.format import STORE_COLUMNS
-from melstore.store.reader import LAYOUT_SOURCE_COLUMN
+from melstore.store.reader import LAYOUT_SOURCE_COLUMN, UNLABELLED
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 LAYOUTS = ("urbansound8k", "esc50", "folder")
-# A folder dataset's label column, and the label of a clip that has none (see _folder_labels).
+# A folder dataset's label column (see _folder_labels).
 LABEL_COLUMN = "label"
-UNLABELLED = ""
 
 # Columns melstore writes itself, in the store or the manifest: a CSV may not use them.
 RESERVED_COLUMNS = (*STORE_COLUMNS, "problem")

@@ -305,8 +305,7 @@ def predict(
     picked = [usable[i] for i in rng.permutation(len(usable))[:header_sample]]
     # not seeded: a file this planner read before would be served from the page cache
     unseen = np.random.default_rng().choice(len(usable), min(READ_SAMPLE, len(usable)), False)
-    threads = min(EXTRACT_THREADS, cores)  # as Snakemake lowers the rule's threads
-    read_seconds = _read_seconds(plan.root, [usable[i] for i in unseen], threads=threads)
+    read_seconds = _read_seconds(plan.root, [usable[i] for i in unseen], threads=job_threads(cores))
     members: dict[tuple[str, int], list[str]] = defaultdict(list)
     for path in picked:
         try:
@@ -360,6 +359,11 @@ def predict(
         sample_seconds=time.monotonic() - started,
         cluster_threads=cluster_threads(),
     )
+
+
+def job_threads(cores: int) -> int:
+    """An extraction job's workers at ``--cores``: the rule's threads, as Snakemake lowers them."""
+    return min(EXTRACT_THREADS, cores)
 
 
 def cluster_threads() -> int:
@@ -466,7 +470,7 @@ def _predict_set(
     cores: int,
     precision_db: float | None,
 ) -> SetPrediction:
-    threads = min(EXTRACT_THREADS, cores)  # as Snakemake lowers the rule's threads
+    threads = job_threads(cores)
     shard_clips = [len(rows) for rows in plan.shards.values()]
     jobs = [
         JOB_SECONDS + clips * (cpu_per_file + read_per_file) / (threads * WORKER_EFFICIENCY)

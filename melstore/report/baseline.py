@@ -22,7 +22,7 @@ import pandas as pd
 
 from melstore.errors import MelstoreError
 from melstore.files import atomic_path
-from melstore.store.reader import LABEL_COLUMNS, Store
+from melstore.store.reader import LABEL_COLUMNS, UNLABELLED, Store
 
 EXTRA = "pip install -e '.[evaluate]'"
 # The metadata column holding each layout's class name.
@@ -94,7 +94,7 @@ def evaluate_store(path: str | Path, *, batch_size: int = 256) -> BaselineResult
             store.features, metadata, concatenated=not store.fixed_length, batch_size=batch_size
         )
     labels = metadata[label_column].astype(str).to_numpy()
-    labelled = labels != ""  # an unlabelled clip can be neither trained on nor scored
+    labelled = labels != UNLABELLED  # an unlabelled clip can be neither trained on nor scored
     labels, pooled, folds = labels[labelled], pooled[labelled], folds[labelled]
     classes = sorted(set(labels))
     if len(classes) < 2:

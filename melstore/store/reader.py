@@ -41,7 +41,8 @@ TARGET_COLUMNS = ("classID", "target")
 FOLD_COLUMN = "fold"
 # The column naming each clip's source recording in UrbanSound8K and ESC-50.
 LAYOUT_SOURCE_COLUMN = {"urbansound8k": "fsID", "esc50": "src_file"}
-# How tables and figures name the class of a clip stored without a label ('').
+# The label of a clip stored without one, and how tables and figures name its class.
+UNLABELLED = ""
 UNLABELLED_NAME = "(unlabelled)"
 
 
@@ -444,7 +445,7 @@ class Store:
         import pandas as pd
 
         labels = (
-            self.metadata[self.label_column].replace("", UNLABELLED_NAME)
+            self.metadata[self.label_column].replace(UNLABELLED, UNLABELLED_NAME)
             if self.label_column
             else "all clips"
         )
