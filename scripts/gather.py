@@ -1,4 +1,4 @@
-"""Snakemake adapter: gather the shards of one feature set into its store."""
+"""Snakemake adapter: write the index of one feature set over its shard files."""
 
 from melstore.pipeline.jobs import snakemake_job
 

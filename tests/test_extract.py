@@ -14,7 +14,8 @@ from conftest import tone, write_audio
 from melstore.errors import AudioError, MelstoreError
 from melstore.features.presets import resolve_feature_set
 from melstore.pipeline import extract, reuse
-from melstore.store.format import Storage, computed_table
+from melstore.pipeline.shards import assign_shards
+from melstore.store.format import Storage
 
 SEED = resolve_feature_set("seed", {})
 
@@ -35,15 +36,13 @@ def clips(tmp_path_factory):
     return root, entries
 
 
-def shard(root, entries, out, *, processes=1, params=SEED):
-    extract.extract_shard(
-        entries=entries,
-        root=root,
-        params=params.to_dict(),
-        out_path=out,
-        feature_set="seed",
-        processes=processes,
-    )
+def job(root, entries, out, **options):
+    build = {"params": SEED.to_dict(), "storage": Storage().to_dict(), "versions": {}, "code": ""}
+    return extract.ShardJob(entries, root, out, "seed", build, "0123", **options)
+
+
+def shard(root, entries, out, *, processes=1):
+    extract.extract_shard(job(root, entries, out, processes=processes))
     with h5py.File(out, "r") as f:
         return f["features"][()], [x.decode() for x in f["metadata/clip_id"][()]]
 
@@ -91,9 +90,7 @@ def test_fail_mode_stops_the_workers_at_the_first_bad_file(clips, tmp_path, monk
     root, entries = clips
     threads = set(threading.enumerate())
     with pytest.raises(AudioError, match="c17.wav"):
-        extract.extract_shard(entries=entries, root=root, params=SEED.to_dict(),
-                              out_path=tmp_path / "s.h5", feature_set="seed", on_error="fail",
-                              processes=2)  # fmt: skip
+        extract.extract_shard(job(root, entries, tmp_path / "s.h5", on_error="fail", processes=2))
     assert not (tmp_path / "s.h5").exists()
     # nothing of the pool outlives the error: at exit, Python 3.12.1 races a live
     # pool thread and prints a traceback under the job's one-line message
@@ -101,15 +98,14 @@ def test_fail_mode_stops_the_workers_at_the_first_bad_file(clips, tmp_path, monk
     assert set(threading.enumerate()) <= threads
 
 
-def last_build(files, *, state="now", **changed):
+def last_build(files, **changed):
     build = {"params": SEED.to_dict(), "storage": Storage().to_dict(),
              "versions": {"librosa": "0.11.0"}, "code": "abc"}  # fmt: skip
-    return reuse.LastBuild({**build, **changed}, files, state)
+    return reuse.LastBuild({**build, **changed}, files)
 
 
-def reason(last, build, entries, stats, state="now"):
+def reason(last, build, entries, stats, *, forced=False):
     changes = last.changes(build, entries, stats) if last else []
-    forced = last is not None and not changes and last.state == state
     return reuse.rebuild_reason(last, changes, n_files=len(entries), forced=forced)
 
 
@@ -143,59 +139,65 @@ def test_the_rebuild_reason_names_the_first_files_that_changed_and_counts_the_re
     )
 
 
-def test_a_shard_reads_only_its_own_clips_from_the_record(tmp_path):
-    """The record is kept in shard-key order: a shard's clips, and no other, are its slice."""
-    from melstore.pipeline.shards import assign_shards
+def test_a_shard_reads_only_its_own_clips_from_the_previous_files(clips, tmp_path):
+    """A split shard's halves each copy their own part of their parent's file, and no other."""
+    root, entries = clips
+    ids = [clip_id for clip_id, _, _ in entries]
+    shards = assign_shards(ids, 40)  # one shard, "s"
+    folder = tmp_path / "shards/seed"
+    folder.mkdir(parents=True)
+    parent = job(root, [entries[row] for row in shards["s"]], folder / "s-aaaa.h5")
+    extract.extract_shard(parent)
+    write_index(tmp_path / "seed.h5", [parent.out_path])
+    halves = assign_shards(ids, 25)
+    assert set(halves) == {"s0", "s1"}
+    copied = {}
+    for half, rows in halves.items():
+        earlier = reuse.PreviousBuild(tmp_path / "seed.h5", build=parent.build, shard=half,
+                                      name=f"shards/seed/{half}-bbbb.h5")  # fmt: skip
+        assert not earlier.forced and earlier.frontend
+        own = {clip.columns["clip_id"] for clip in earlier.clips.values()}
+        assert own == {ids[row] for row in rows} - {"c17"}  # c17 failed: nothing to copy
+        copied.update(dict.fromkeys(own, half))
+        # the file removed from this half is one of its own, not of the other half
+        kept = [entries[row] for row in rows if ids[row] not in ("c17", min(own))]
+        stats = reuse.file_stats(root, [path for _, path, _ in kept])
+        changes = earlier.last_build.changes(parent.build, kept, stats)
+        assert changes == [f"1 file(s) removed: {min(own)}.wav"]
+    assert len(copied) == 39
+    # a job whose own file the index lists was forced: it copies nothing
+    forced = reuse.PreviousBuild(tmp_path / "seed.h5", build=parent.build, shard="s",
+                                 name="shards/seed/s-aaaa.h5")  # fmt: skip
+    assert forced.forced and not forced.clips
 
-    ids = [f"clip{i}" for i in range(200)]
-    table = computed_table(
-        [(clip, f"{clip}.wav", 22050, 1, "WAV", "PCM_16", 1.0, 22050, 44, -3.0, "x", 1, 1, 0.0)
-         for clip in ids]
-    )  # fmt: skip
-    reuse.write_record(tmp_path / "r.h5", table=table, build={}, state="now")
-    shards = assign_shards(ids, 30)
-    assert len(shards) > 4
-    read = {}
-    for shard, rows in shards.items():
-        own, _, _, length = reuse.read_record(tmp_path / "r.h5", shard)
-        assert length == 200
-        assert sorted(own["clip_id"]) == sorted(ids[row] for row in rows), shard
-        assert [ids[row] for row in own["store_row"]] == list(own["clip_id"])
-        read.update(dict(zip(own["clip_id"], own["store_row"].tolist(), strict=True)))
-    assert read == {clip: row for row, clip in enumerate(ids)}
-    # a shard split since: each half reads its own part of its parent's clips
-    parent = next(shard for shard, rows in shards.items() if len(rows) > 10)
-    halves = [reuse.read_record(tmp_path / "r.h5", parent + bit)[0]["clip_id"] for bit in "01"]
-    assert sorted([*halves[0], *halves[1]]) == sorted(ids[row] for row in shards[parent])
-    # the removed file a shard names is one of its own
-    own, *_ = reuse.read_record(tmp_path / "r.h5", parent)
-    files = zip(own["clip_id"], own["path"], strict=True)
-    last = last_build({path: (clip, (1, 1)) for clip, path in files})
-    entries = [(clip, f"{clip}.wav", "") for clip in own["clip_id"][1:]]
-    stats = {path: (1, 1) for _, path, _ in entries}
-    assert reason(last, last.build, entries, stats) == (
-        f"rebuilding: 1 file(s) removed: {own['clip_id'][0]}.wav"
-    )
+
+def write_index(path, shard_paths):
+    """An index over shard files, as the gather lists them (only what reuse reads)."""
+    from melstore.store.format import SHARDS_GROUP, write_table
+
+    with h5py.File(path, "w") as index:
+        names = [str(p.relative_to(path.parent)) for p in shard_paths]
+        write_table(index.create_group(SHARDS_GROUP), {"name": names, "rows": [0] * len(names),
+                                                       "digest": [""] * len(names)})  # fmt: skip
 
 
 def test_a_forced_first_or_copying_build_says_so():
     build = last_build({}).build
     entries = [("a", "a.wav", "")]
     kept = {"a.wav": ("a", (1, 1))}
-    assert reason(last_build(kept), build, entries, {"a.wav": (1, 1)}) == (
-        "forced: no file or parameter changed since the last build; computing every clip"
+    assert reason(None, build, entries, {}, forced=True) == (
+        "forced (--forcerun, or its file was deleted): computing every clip"
     )
     assert reason(None, build, entries, {}) == "building 1 files (no earlier build kept)"
-    # nothing changed in this shard, but in the dataset: it was not forced
-    assert reason(last_build(kept, state="then"), build, entries, {"a.wav": (1, 1)}) == (
+    assert reason(last_build(kept), build, entries, {"a.wav": (1, 1)}) == (
         "no file of this shard changed since the last build; copying its clips"
     )
 
 
 def test_progress_reaches_the_terminal_with_the_rate_and_the_time_left(capsys):
     progress = extract.Progress("seed/s0", total=4, reused=2, every_seconds=0.0)
-    progress.update()
-    progress.update(failed=True)
+    progress.update(failed=0)
+    progress.update(failed=1)
     progress.done()
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 3

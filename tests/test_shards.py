@@ -2,7 +2,7 @@
 
 import pytest
 
-from melstore.pipeline.shards import assign_shards
+from melstore.pipeline.shards import assign_shards, key_values
 
 IDS = [f"{i}-{i % 10}-0-{i % 7}" for i in range(3000)]
 
@@ -53,5 +53,13 @@ def test_shard_size_one_gives_one_clip_per_shard():
 
 
 def test_small_dataset_is_one_shard_and_empty_is_none():
-    assert assign_shards(IDS[:5], 200) == {"s": [0, 1, 2, 3, 4]}
+    [(name, rows)] = assign_shards(IDS[:5], 200).items()
+    assert name == "s" and sorted(rows) == [0, 1, 2, 3, 4]
     assert assign_shards([], 200) == {}
+
+
+@pytest.mark.parametrize("shard_size", [1, 7, 200, 5000])
+def test_shards_end_to_end_list_the_rows_in_one_key_order_at_every_shard_size(shard_size):
+    rows = [row for members in assign_shards(IDS, shard_size).values() for row in members]
+    keys = key_values([IDS[row] for row in rows])
+    assert sorted(rows) == list(range(len(IDS))) and (keys[1:] >= keys[:-1]).all()

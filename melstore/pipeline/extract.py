@@ -3,9 +3,9 @@
 Snakemake fans the work out over shards and feature sets. Inside a job, the
 clips to compute go through one plain :class:`~concurrent.futures.ProcessPoolExecutor`
 ``map`` of :func:`compute_clip`, one worker per thread the job was given; the
-job writes the outcomes in manifest order, so a shard is the same for any
-worker count. Clips whose files are unchanged since the feature set's last
-store are copied from it (:mod:`melstore.pipeline.reuse`), and so are its window
+job writes the outcomes in shard-key order, so a shard is the same for any
+worker count. Clips whose files are unchanged since the shard's previous files
+are copied from them (:mod:`melstore.pipeline.reuse`), and so are their window
 and filter bank; a clean build makes them in :func:`build_frontend`.
 """
 
@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +31,15 @@ from melstore.features.audio import decode, file_checksum
 from melstore.features.extractor import FeatureExtractor, FeatureParams, Frontend
 from melstore.pipeline.reuse import PreviousBuild, file_stats, rebuild_reason
 from melstore.store.format import (
+    ERROR_COLUMN,
     FAILURE_COLUMNS,
+    SHARD_COLUMNS,
     ChunkEncoder,
     Storage,
     StoreWriter,
     axes,
     columns_of,
     computed_table,
-    library_versions,
 )
 from melstore.store.stats import MOMENTS_GROUP, Moments
 
@@ -45,138 +47,181 @@ log = logging.getLogger("melstore")
 
 # Files handed to a worker at a time: fewer round trips, and workers still finish together.
 CHUNKSIZE = 16
+# Where shard files lie, relative to the index's folder: <SHARD_FOLDER>/<set>/<shard>-<digest>.h5.
+SHARD_FOLDER = "shards"
 
 
-def extract_shard(
-    *,
-    entries: Sequence[Sequence[str]],
-    root: str | Path,
-    params: dict,
-    out_path: str | Path,
-    feature_set: str,
-    storage: dict | None = None,
-    on_error: str = "skip",
-    processes: int = 1,
-    code: str = "",
-    previous: str | Path | None = None,
-    state: str = "",
-) -> None:
-    """Compute the features of a list of files into one shard file.
+@dataclass(frozen=True)
+class ShardJob:
+    """One extraction job: a shard's files, how to compute them, and where to write them.
 
-    Parameters
+    Attributes
     ----------
     entries : sequence of (clip_id, path, problem)
-        The shard's manifest rows; ``path`` is relative to ``root`` and a
-        non-empty ``problem`` marks a file known to be unusable.
+        The shard's manifest rows, in shard-key order; ``path`` is relative to
+        ``root`` and a non-empty ``problem`` marks a file known to be unusable.
     root : str or Path
         The dataset folder (only read).
-    params : dict
-        The feature set's parameters (:meth:`FeatureParams.to_dict`).
-    out_path : str or Path
+    out_path : Path
         The shard file to write (atomically).
     feature_set : str
         Name recorded in the shard's attributes.
-    storage : dict, optional
-        How the values are stored (:meth:`Storage.to_dict`); default exact float32.
+    build : dict
+        The ``params``, ``storage``, ``versions`` and ``code`` of the build
+        (:data:`melstore.pipeline.reuse.BUILD_PARTS`).
+    digest : str
+        The digest in the shard's name, recorded in it for the index to check.
     on_error : {'skip', 'fail'}
         ``skip`` records a failure row and goes on; ``fail`` raises.
     processes : int
         Worker processes computing clips.
-    code : str
-        Fingerprint of the extraction code, recorded so that a later run can
-        tell whether this shard's clips may be reused.
     previous : str or Path, optional
-        The feature set's last store, whose unchanged clips may be copied (see
-        :mod:`melstore.pipeline.reuse`); None to compute every clip.
-    state : str
-        Digest of all the store is gathered from now (:meth:`Plan.gather_state`),
-        recorded for its next build: if that finds it unchanged, it was forced.
+        The feature set's index, whose previous shard files may lend unchanged
+        clips (:mod:`melstore.pipeline.reuse`); None to compute every clip.
+    """
+
+    entries: Sequence[tuple[str, str, str]]
+    root: str | Path
+    out_path: Path
+    feature_set: str
+    build: dict
+    digest: str
+    on_error: str = "skip"
+    processes: int = 1
+    previous: str | Path | None = None
+
+    @property
+    def name(self) -> str:
+        """The shard file's name relative to the index's folder, as the index lists it."""
+        return f"{SHARD_FOLDER}/{self.feature_set}/{self.out_path.name}"
+
+
+@dataclass(frozen=True)
+class Computed:
+    """A clip computed by a worker: what to store, its metadata columns, error and moments."""
+
+    values: bytes | np.ndarray  # a store chunk's bytes (fixed length), else the array
+    columns: dict  # COMPUTED_COLUMNS
+    error: float
+    moments: Moments
+
+
+@dataclass
+class ShardContents:
+    """What a shard job has written so far, besides the features: its tables and moments."""
+
+    rows: list[dict] = field(default_factory=list)  # SHARD_COLUMNS of each stored clip
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # clip_id, path, reason
+    moments: list[Moments] = field(default_factory=list)
+
+
+def extract_shard(job: ShardJob) -> None:
+    """Compute, or copy from the shard's previous files, every clip of ``job`` into its shard file.
 
     Raises
     ------
     AudioError
         With ``on_error='fail'``, for the first unusable file, naming it.
     """
-    p = FeatureParams.from_dict(params)
-    kept = Storage.from_dict(storage or {})
-    build = {
-        "params": p.to_dict(),
-        "storage": kept.to_dict(),
-        "versions": library_versions(),
-        "code": code,
-    }
-    name = f"{feature_set}/{Path(out_path).stem}"
-    earlier = PreviousBuild(previous, build=build, shard=Path(out_path).stem)
-    stats = file_stats(root, [path for _, path, problem in entries if not problem])
-    last = earlier.last_build
-    changes = last.changes(build, entries, stats) if last else []
-    forced = last is not None and not changes and last.state == state
-    say(f"{name}: {rebuild_reason(last, changes, n_files=len(entries), forced=forced)}")
-    copies = [
-        None if forced else earlier.find(clip_id, path, stats.get(path))
-        for clip_id, path, _ in entries
-    ]
-    todo = [entry for entry, copy in zip(entries, copies, strict=True) if copy is None]
-    records, failures = [], []
-    moments = Moments.empty(len(entries), p.frame_shape)  # row i: the i-th stored clip's
+    p = FeatureParams.from_dict(job.build["params"])
+    kept = Storage.from_dict(job.build["storage"])
+    name = f"{job.feature_set}/{job.out_path.stem}"
+    stats = file_stats(job.root, [path for _, path, problem in job.entries if not problem])
+    shard = job.out_path.stem.split("-")[0]
     with (
+        PreviousBuild(job.previous, build=job.build, shard=shard, name=job.name) as earlier,
         StoreWriter(
-            out_path, n_bins=p.n_bins, n_frames=p.n_frames, channels=p.channels, storage=kept
+            job.out_path, n_bins=p.n_bins, n_frames=p.n_frames, channels=p.channels, storage=kept
         ) as writer,
-        earlier,
-        forked_pool(processes) as pool,
+        forked_pool(job.processes) as pool,
     ):
+        copies = plan_copies(job, earlier, stats, name=name)
         frontend = (
             Frontend.from_arrays(p, earlier.frontend) if earlier.frontend else build_frontend(p)
         )
+        contents = ShardContents()
+        todo = [entry for entry, copy in zip(job.entries, copies, strict=True) if copy is None]
+        progress = Progress(name, total=len(todo), reused=len(job.entries) - len(todo))
         compute = functools.partial(
             compute_clip,
             extractor=FeatureExtractor(frontend) if todo else None,  # scipy: 0.3 s to import
-            root=root,
+            root=job.root,
             storage=kept,
             encode=ChunkEncoder(kept, p.clip_shape) if p.clip_shape else None,
         )
-        progress = Progress(name, total=len(todo), reused=len(entries) - len(todo))
         computed = naming_a_dead_worker(pool.map(compute, todo, chunksize=CHUNKSIZE), todo)
         try:
-            for (clip_id, path, _), copy in zip(entries, copies, strict=True):
+            for entry, copy in zip(job.entries, copies, strict=True):
                 if copy is not None:
                     values = earlier.copy(copy, writer)
-                    records.append(copy.record)
-                    moments[len(records) - 1] = Moments.of_clip(
-                        values, n_frames=copy.n_frames_valid
-                    )
-                    continue
-                outcome = next(computed)
-                if isinstance(outcome, str):
-                    if on_error == "fail":
-                        raise AudioError(f"{path}: {outcome}")
-                    failures.append((clip_id, path, outcome))
-                    log.warning("%s: %s", path, outcome)
-                    progress.update(failed=True)
-                    continue
-                stored, record, error, clip_moments = outcome
-                if isinstance(stored, bytes):
-                    writer.append_chunk(stored)
+                    contents.rows.append(copy.columns)
+                    contents.moments.append(Moments.of_clip(values, n_frames=copy.n_frames_valid))
                 else:
-                    writer.append(stored)
-                records.append((clip_id, path, *record, *stats.get(path, (-1, -1)), error))
-                moments[len(records) - 1] = clip_moments
-                progress.update()
+                    store_outcome(entry, next(computed), job, writer, contents, stats)
+                    progress.update(failed=len(contents.failures))
         except BaseException:
             pool.shutdown(cancel_futures=True)  # map() queued every file: drop the rest
             raise
         writer.finish(
-            metadata=computed_table(records),
-            failures=dict(zip(FAILURE_COLUMNS, columns_of(failures, 3), strict=True)),
-            attrs={"feature_set": feature_set, **build, "state": state},
+            metadata=computed_table(
+                [tuple(row[c] for c in SHARD_COLUMNS) for row in contents.rows]
+            ),
+            failures=dict(zip(FAILURE_COLUMNS, columns_of(contents.failures, 3), strict=True)),
+            attrs={"feature_set": job.feature_set, **job.build, "digest": job.digest},
             axes=axes(frontend.frequencies, params=p, frame_counts=writer.frame_counts),
             groups={
                 "frontend": frontend.arrays(),
-                MOMENTS_GROUP: moments[: len(records)].arrays(),
+                MOMENTS_GROUP: Moments.concatenate(
+                    [Moments.empty(0, p.frame_shape), *contents.moments]
+                ).arrays(),
             },
         )
     progress.done()
+
+
+def plan_copies(
+    job: ShardJob, earlier: PreviousBuild, stats: dict, *, name: str
+) -> list[PreviousBuild.Clip | None]:
+    """The previous clip to copy for each entry (None: compute it), having said why."""
+    last = earlier.last_build
+    changes = last.changes(job.build, job.entries, stats) if last else []
+    reason = rebuild_reason(last, changes, n_files=len(job.entries), forced=earlier.forced)
+    say(f"{name}: {reason}")
+    return [earlier.find(clip_id, path, stats.get(path)) for clip_id, path, _ in job.entries]
+
+
+def store_outcome(
+    entry: tuple[str, str, str],
+    outcome: Computed | str,
+    job: ShardJob,
+    writer: StoreWriter,
+    contents: ShardContents,
+    stats: dict,
+) -> None:
+    """Write a computed clip, or record why its file failed (raise, with ``on_error='fail'``)."""
+    clip_id, path, _ = entry
+    if isinstance(outcome, str):
+        if job.on_error == "fail":
+            raise AudioError(f"{path}: {outcome}")
+        contents.failures.append((clip_id, path, outcome))
+        log.warning("%s: %s", path, outcome)
+        return
+    if isinstance(outcome.values, bytes):
+        writer.append_chunk(outcome.values)
+    else:
+        writer.append(outcome.values)
+    size, mtime_ns = stats.get(path, (-1, -1))
+    contents.rows.append(
+        {
+            "clip_id": clip_id,
+            "path": path,
+            **outcome.columns,
+            "source_size": size,
+            "source_mtime_ns": mtime_ns,
+            ERROR_COLUMN: outcome.error,
+        }  # fmt: skip
+    )
+    contents.moments.append(outcome.moments)
 
 
 def forked_pool(processes: int) -> ProcessPoolExecutor:
@@ -208,7 +253,7 @@ def compute_clip(
     root: str | Path,
     storage: Storage,
     encode: ChunkEncoder | None,
-) -> str | tuple[bytes | np.ndarray, tuple, float, Moments]:
+) -> Computed | str:
     """One clip's stored values, computed columns, error and moments, or why it failed.
 
     ``entry`` is (clip_id, path, problem). The values come back as a store
@@ -228,19 +273,23 @@ def compute_clip(
     except AudioError as err:
         return str(err)
     values, error = storage.quantise(clip.features, name=path)
-    record = (
-        info.sample_rate,
-        info.channels,
-        info.format,
-        info.subtype,
-        info.duration,
-        clip.n_samples_valid,
-        clip.n_frames_valid,
-        clip.peak_db,
-        checksum,
+    columns = {
+        "native_sr": info.sample_rate,
+        "native_channels": info.channels,
+        "native_format": info.format,
+        "native_subtype": info.subtype,
+        "native_duration": info.duration,
+        "n_samples_valid": clip.n_samples_valid,
+        "n_frames_valid": clip.n_frames_valid,
+        "peak_db": clip.peak_db,
+        "source_xxh128": checksum,
+    }
+    return Computed(
+        values if encode is None else encode(values),
+        columns,
+        error,
+        Moments.of_clip(values, n_frames=clip.n_frames_valid),
     )
-    moments = Moments.of_clip(values, n_frames=clip.n_frames_valid)
-    return (values if encode is None else encode(values)), record, error, moments
 
 
 def naming_a_dead_worker(outcomes: Iterator, todo: Sequence) -> Iterator:
@@ -271,9 +320,10 @@ class Progress:
         self.done_count = self.failed = 0
         self.start = self.last = time.monotonic()
 
-    def update(self, *, failed: bool = False) -> None:
+    def update(self, *, failed: int) -> None:
+        """One more file done; ``failed`` counts the failures so far."""
         self.done_count += 1
-        self.failed += failed
+        self.failed = failed
         now = time.monotonic()
         if now - self.last >= self.every:
             self.last = now

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -30,6 +30,9 @@ STORAGE_KEYS = ("precision_db", "compression")
 
 # What an extraction job is told of each of its clips.
 ENTRY_COLUMNS = ("clip_id", "path", "problem")
+
+# Hex digits of the digest in a shard file's name: 64 bits, no collision among a set's shards.
+SHARD_DIGEST_CHARS = 16
 
 # Folders the workflow writes, relative to the working directory.
 OUTPUT_FOLDERS = ("results", "logs", ".snakemake")
@@ -62,7 +65,6 @@ class Plan:
     feature_sets: dict[str, FeatureParams]
     storage: dict[str, Storage]
     shards: dict[str, list[int]]
-    _source_digests: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_config(cls, config: dict, *, schema_path: str | Path) -> Plan:
@@ -117,40 +119,31 @@ class Plan:
 
         The audio files are deliberately not Snakemake inputs: Snakemake stats
         every input of every ready job on each scheduling round (docs/design.md).
-        This digest in ``params`` reruns the shard when a file is added,
-        removed or rewritten, even with an older mtime. The sizes and mtimes
-        are those the dataset was listed with
+        This digest in a shard file's name reruns the shard when a file is
+        added, removed or rewritten, even with an older mtime. The sizes and
+        mtimes are those the dataset was listed with
         (:func:`~melstore.pipeline.manifest.scan_audio`). A generated dataset
         has none: it depends on its generator rule instead.
         """
-        if not self._source_digests:  # all shards at once: gather_state needs them all
-            paths, problems = self._columns["path"], self._columns["problem"]
-            for name, rows in self.shards.items():
-                text = np.empty(2 * len(rows), dtype=object)
-                text[0::2], text[1::2] = paths[rows], problems[rows]
-                digest = hashlib.sha256("\0".join(text.tolist()).encode())
-                digest.update(self.manifest.file_stats[rows].tobytes())
-                self._source_digests[name] = digest.hexdigest()
-        return self._source_digests[shard]
-
-    def gather_state(self, *settings: object) -> str:
-        """A digest of all a store is gathered from, besides its shards' features.
-
-        That is every shard's name and :meth:`shard_sources`, the metadata
-        CSV's size and mtime, the dataset section, ``on_error``,
-        ``min_success`` and ``settings`` (the gather's code and library
-        versions). Recorded with the store: an extraction job that runs while it
-        is unchanged was forced (:mod:`melstore.pipeline.reuse`).
-        """
-        digest = hashlib.sha256()
-        for shard in self.shards:
-            digest.update(f"{shard}\0{self.shard_sources(shard)}\0".encode())
-        for csv in [] if demo.is_demo_root(self.root) else self.metadata_files():
-            stat = os.stat(csv)  # the demo's depends on its generator rule instead
-            digest.update(f"{csv}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
-        keys = ("dataset", "on_error", "min_success")
-        digest.update(repr([self.config[key] for key in keys] + list(settings)).encode())
+        rows = self.shards[shard]
+        text = np.empty(2 * len(rows), dtype=object)
+        text[0::2], text[1::2] = self._columns["path"][rows], self._columns["problem"][rows]
+        digest = hashlib.sha256("\0".join(text.tolist()).encode())
+        digest.update(self.manifest.file_stats[rows].tobytes())
         return digest.hexdigest()
+
+    def shard_file(self, feature_set: str, shard: str, *settings: object) -> str:
+        """The name of a shard's file, ``<shard>-<digest>.h5``, without its folder.
+
+        The digest is of all that decides the file's bytes: its files
+        (:meth:`shard_sources`), the feature set's parameters and storage, and
+        ``settings`` (the extraction code and library versions). A change gives
+        the shard a new file, which Snakemake then builds; the others stay.
+        """
+        digest = hashlib.sha256(self.shard_sources(shard).encode())
+        parts = [self.feature_sets[feature_set].to_dict(), self.storage[feature_set].to_dict()]
+        digest.update(json.dumps([*parts, *settings], sort_keys=True).encode())
+        return f"{shard}-{digest.hexdigest()[:SHARD_DIGEST_CHARS]}.h5"
 
     def generated_files(self) -> list[str]:
         """Files the demo generator writes (its metadata CSV first), if the root is the demo's."""

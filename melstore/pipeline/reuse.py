@@ -1,28 +1,22 @@
-"""Copying a shard's unchanged clips from the feature set's last store instead of computing them.
+"""Copying a shard's unchanged clips from the feature set's previous shard files.
 
-What it buys: one changed file costs one decode, not the whole dataset, and no
-second copy of the features stays on disk.
+What it buys: one changed file costs one decode, not its shard's.
 
-How: shard files are temporary (Snakemake deletes them once the store is
-gathered), so the last build of every clip is the store itself. Beside it the
-gather writes a small record, ``<feature set>.sources.h5``: for each stored
-clip, in store order, what its shard computed, its file's size and
-modification time, and the parameters, storage, library versions and
-extraction code of the build, and a digest of all it was gathered from. An
-extraction job copies a clip from the store
-when its file has the same path, size and mtime (what Snakemake itself trusts)
-and the build is alike.
+How: shard files stay on disk, each named by a digest of what decides its
+bytes (:meth:`melstore.pipeline.plan.Plan.shard_file`), and the feature set's
+index lists the current ones. When a change gives a shard a new name, its
+extraction job reads that list before the index is rewritten, opens the
+previous files whose key ranges overlap its own (the same shard, or the one
+it split from or merged into), and copies each clip whose file has the same
+path, size and mtime (what Snakemake itself trusts) when their build is
+alike: the same parameters, storage, library versions and extraction code.
+Those files also lend the window and filter bank, so that a rerun need not
+build them with librosa.
 
-Snakemake reruns every shard of a feature set when one of them changes (the
-gather needs them all, and they are gone); a shard whose own files are unchanged
-then copies all its clips. When nothing the store is gathered from changed (the
-dataset's files and metadata CSV, the gather's settings and code), the rerun was
-forced (``--forcerun``, ``--forceall``, an incomplete output): the job copies
-nothing, so a
-forced rerun recomputes a rewrite that kept a file's size and mtime. So does
-``reuse_clips: false`` in the config. The same record tells the one-line reason
-a shard is rebuilt, and the store lends its window and filter bank, so that a
-rerun need not build them with librosa.
+A job whose own file the index lists already was forced (``--forcerun``,
+``--forceall``, a deleted shard): it copies nothing, so a forced rerun
+recomputes a rewrite that kept a file's size and mtime. So does
+``reuse_clips: false`` in the config.
 """
 
 from __future__ import annotations
@@ -37,18 +31,22 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from melstore.files import atomic_path
 from melstore.pipeline.shards import KEY_BITS, key_range, key_values
-from melstore.store.format import SHARD_COLUMNS, StoreWriter, read_columns, write_table
+from melstore.store.format import (
+    LOCATION_COLUMNS,
+    SHARD_COLUMNS,
+    SHARDS_GROUP,
+    OpenStores,
+    StoreWriter,
+    read_columns,
+    read_shard_refs,
+)
 
 # A file's size and modification time (ns): a clip is reused only if both are unchanged.
 FileStat = tuple[int, int]
 
 # What a build is made with; clips are copied only between builds alike in all four.
 BUILD_PARTS = ("params", "storage", "versions", "code")
-_N_FRAMES_VALID = list(SHARD_COLUMNS).index("n_frames_valid")
-# Record columns besides SHARD_COLUMNS: each clip's row in the store, and its shard key.
-STORE_ROW, SHARD_KEY = "store_row", "shard_key"
 
 
 def file_stats(root: str | Path, paths: Sequence[str]) -> dict[str, FileStat]:
@@ -61,54 +59,25 @@ def file_stats(root: str | Path, paths: Sequence[str]) -> dict[str, FileStat]:
     return stats
 
 
-def record_path(store: str | Path) -> Path:
-    """The record of what ``store`` was built from, beside it."""
-    store = Path(store)
-    return store.with_name(f"{store.stem}.sources.h5")
+def shard_of(name: str) -> str:
+    """The shard (``s01``) of a shard file's name (``shards/<set>/s01-<digest>.h5``)."""
+    return Path(name).stem.split("-")[0]
 
 
-def write_record(path: str | Path, *, table: dict[str, np.ndarray], build: dict, state: str):
-    """Write a store's record atomically: its clips' shard tables, its build, and its state.
-
-    ``table`` holds :data:`SHARD_COLUMNS` for each stored clip, in store order.
-    The record keeps them in shard-key order, with each clip's store row, so
-    that a shard's clips are one slice of it (:func:`read_record`).
-    """
-    keys = key_values(table["clip_id"])
-    order = np.argsort(keys, kind="stable")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=False) as record:
-        clips = record.create_group("clips")
-        write_table(clips, {**{k: v[order] for k, v in table.items()}, STORE_ROW: order})
-        clips.create_dataset(SHARD_KEY, data=keys[order])  # uint64: write_table keeps int64
-        record.attrs["build"] = json.dumps(build, sort_keys=True)
-        record.attrs["state"] = state
-
-
-def read_record(path: str | Path, shard: str) -> tuple[dict[str, np.ndarray], dict, str, int]:
-    """The rows of a store's record that shard ``shard`` holds now, its build, state and length.
-
-    Only that slice of the record is read: a job's memory and start-up do not
-    grow with the dataset.
-    """
-    with h5py.File(path, "r") as record:
-        clips = record["clips"]
-        keys = clips[SHARD_KEY][()]
-        start, stop = key_range(shard)
-        first = int(np.searchsorted(keys, np.uint64(start)))
-        # the last shard's range ends at 2**64, which uint64 cannot hold
-        end = len(keys) if stop >= 2**KEY_BITS else int(np.searchsorted(keys, np.uint64(stop)))
-        rows = slice(first, end)
-        table = read_columns(record, "clips", rows=rows)
-        return table, json.loads(record.attrs["build"]), str(record.attrs["state"]), len(keys)
+def shard_build(attrs: h5py.AttributeManager) -> dict:
+    """The params, storage, versions and code a shard file records."""
+    return {
+        part: json.loads(attrs[part]) if part != "code" else str(attrs[part])
+        for part in BUILD_PARTS
+    }
 
 
 @dataclass
 class LastBuild:
-    """What the last store of a feature set was built from, to say what changed since."""
+    """What the previous shard files of a key range were built from, to say what changed since."""
 
-    build: dict  # its params, storage, versions and code
-    files: dict[str, tuple[str, FileStat]]  # path -> (clip_id, stat) of the shard's clips then
-    state: str  # digest of all the store was gathered from: files, shards, CSV, settings
+    build: dict  # their params, storage, versions and code
+    files: dict[str, tuple[str, FileStat]]  # path -> (clip_id, stat) of their clips in the range
     failed: frozenset[str] = frozenset()  # paths of the files that could not be processed
 
     def changes(
@@ -151,95 +120,120 @@ class LastBuild:
 
 
 class PreviousBuild:
-    """Clips of the feature set's last store that may be copied instead of computed."""
+    """Clips of a shard's previous files that may be copied instead of computed."""
 
     @dataclass(frozen=True)
     class Clip:
-        row: int
-        record: tuple  # its row of the record's table (SHARD_COLUMNS)
-        frames: tuple[int, int] | None  # (offset, count) in a concatenated store
+        file: str  # the previous shard file
+        row: int  # its row there
+        columns: dict  # its row of that file's metadata (SHARD_COLUMNS)
+        frames: tuple[int, int] | None  # (offset, count) in a concatenated shard
 
         @property
         def n_frames_valid(self) -> int:
-            return int(self.record[_N_FRAMES_VALID])
+            return int(self.columns["n_frames_valid"])
 
-    def __init__(self, store: str | Path | None, *, build: dict, shard: str = "s"):
-        self.store = None if store is None else str(store)
+        @property
+        def stat(self) -> FileStat:
+            """Its file's size and mtime when it was computed."""
+            return int(self.columns["source_size"]), int(self.columns["source_mtime_ns"])
+
+    def __init__(self, index: str | Path | None, *, build: dict, shard: str, name: str):
+        """Read the previous files of ``shard`` that ``index`` lists; ``name`` is the job's own."""
         self.clips: dict[tuple, PreviousBuild.Clip] = {}
         self.last_build: LastBuild | None = None
+        self.forced = False
         self.frontend: dict[str, np.ndarray] = {}  # window and filter bank, if built alike
-        self._features: h5py.Dataset | None = None
-        self._raw_chunks = False
-        if self.store is None:
+        self._open = OpenStores()
+        if index is None:
             return
         try:
-            table, last, state, length = read_record(record_path(self.store), shard)
-            with h5py.File(self.store, "r") as store:
-                failed = frozenset(read_columns(store, "failures")["path"].tolist())
-                columns = ("path", "clip_id", "source_size", "source_mtime_ns")
-                files = zip(*(table[column].tolist() for column in columns), strict=True)
-                self.last_build = LastBuild(
-                    last,
-                    {path: (clip_id, tuple(stat)) for path, clip_id, *stat in files},
-                    state,
-                    failed,
+            with h5py.File(index, "r") as opened:
+                names = (
+                    [ref.name for ref in read_shard_refs(opened)] if SHARDS_GROUP in opened else []
                 )
-                if all(last.get(part) == build[part] for part in BUILD_PARTS):
-                    self._index(store, table, length)
         except (OSError, KeyError, ValueError):
-            self.last_build, self.clips = None, {}  # no store or record, or not one of ours
+            return  # no index, or not one of ours: compute every clip
+        self.forced = name in names
+        folder = Path(index).parent
+        earlier = [
+            str(folder / other)
+            for other in names
+            if other != name and _overlaps(shard_of(other), shard) and (folder / other).exists()
+        ]
+        self._read(earlier, build, shard)
 
-    def _index(self, store: h5py.File, table: dict[str, np.ndarray], length: int) -> None:
-        metadata = store["metadata"]
-        if metadata["clip_id"].shape[0] != length:
-            return  # the record is not this store's
-        self.frontend = {k: v[()] for k, v in store.get("frontend", {}).items()}
-        # only a concatenated store locates its clips by frames
-        stored = {
-            name: metadata[name][()] for name in ("frame_offset", "n_frames") if name in metadata
-        }
-        offsets, counts = stored.get("frame_offset"), stored.get("n_frames")
-        rows = zip(*(table[column].tolist() for column in SHARD_COLUMNS), strict=True)
-        for row, record in zip(table[STORE_ROW].tolist(), rows, strict=True):
-            frames = None if offsets is None else (int(offsets[row]), int(counts[row]))
-            key = (record[0], record[1], tuple(record[-3:-1]))  # id, path, (size, mtime_ns)
-            self.clips[key] = PreviousBuild.Clip(row, record, frames)
+    def _read(self, files: list[str], build: dict, shard: str) -> None:
+        builds, known, failed = [], {}, set()
+        start, stop = key_range(shard)
+        for path in files:
+            try:
+                with h5py.File(path, "r") as previous:
+                    table = read_columns(previous, "metadata")
+                    failures = read_columns(previous, "failures")
+                    builds.append(shard_build(previous.attrs))
+                    if builds[-1] == build and not self.frontend:
+                        self.frontend = {k: v[()] for k, v in previous["frontend"].items()}
+            except (OSError, KeyError, ValueError):
+                continue  # a previous file we cannot read lends nothing
+            keys = key_values(table["clip_id"].tolist())
+            inside = (keys >= np.uint64(start)) & (
+                np.ones(len(keys), bool) if stop >= 2**KEY_BITS else keys < np.uint64(stop)
+            )
+            failed |= set(failures["path"].tolist())
+            for row in np.flatnonzero(inside).tolist():
+                columns = {name: table[name][row] for name in SHARD_COLUMNS}
+                frames = (
+                    tuple(int(table[c][row]) for c in LOCATION_COLUMNS)
+                    if LOCATION_COLUMNS[0] in table
+                    else None
+                )
+                known[row, path] = PreviousBuild.Clip(path, row, columns, frames)
+        if not builds:
+            return
+        self.last_build = LastBuild(
+            builds[0] if all(b == builds[0] for b in builds) else {},
+            {str(c.columns["path"]): (str(c.columns["clip_id"]), c.stat) for c in known.values()},
+            frozenset(failed),
+        )
+        if all(b == build for b in builds):
+            self.clips = {
+                (str(c.columns["clip_id"]), str(c.columns["path"]), c.stat): c
+                for c in known.values()
+            }
 
     def find(self, clip_id: str, path: str, stat: FileStat | None) -> PreviousBuild.Clip | None:
-        """The stored clip with this id, path, size and mtime, if any."""
+        """The previous clip with this id, path, size and mtime, if any."""
         return None if stat is None else self.clips.get((clip_id, path, stat))
 
     def copy(self, clip: PreviousBuild.Clip, writer: StoreWriter) -> np.ndarray:
-        """Append a stored clip to ``writer``, as raw chunk bytes where the layout allows.
+        """Append a previous clip to ``writer``, as raw chunk bytes where the layout allows.
 
         Returns the clip's stored values (for its moments).
         """
-        if self._features is None:
-            self._features = h5py.File(self.store, "r")["features"]
-            # without filters a chunk's bytes are the values themselves: no decoding
-            self._raw_chunks = self._features.compression is None and not self._features.shuffle
+        features = self._open.features(clip.file)
         if clip.frames is None:
-            chunk = self._features.id.read_direct_chunk(writer.chunk_offset(clip.row))[1]
+            chunk = features.id.read_direct_chunk(writer.chunk_offset(clip.row))[1]
             writer.append_chunk(chunk)
-            if self._raw_chunks:
-                return np.frombuffer(chunk, self._features.dtype).reshape(self._features.shape[1:])
-            return self._features[clip.row]  # decoded by HDF5's filters
+            # without filters a chunk's bytes are the values themselves: no decoding
+            if features.compression is None and not features.shuffle:
+                return np.frombuffer(chunk, features.dtype).reshape(features.shape[1:])
+            return features[clip.row]  # decoded by HDF5's filters
         start, count = clip.frames
-        values = self._features[:, start : start + count]
+        values = features[:, start : start + count]
         writer.append(values)
         return values
-
-    def close(self) -> None:
-        """Close the store, if a clip was copied from it."""
-        if self._features is not None:
-            self._features.file.close()
-            self._features = None
 
     def __enter__(self) -> PreviousBuild:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        self._open.close()
+
+
+def _overlaps(one: str, other: str) -> bool:
+    """Whether two shards' key ranges overlap: one's prefix begins the other's."""
+    return one.startswith(other) or other.startswith(one)
 
 
 # File names listed in a rebuild reason before "and N more".
@@ -250,12 +244,12 @@ def rebuild_reason(
     last: LastBuild | None, changes: Sequence[str], *, n_files: int, forced: bool
 ) -> str:
     """One line saying why a shard is built: its first build, what changed, or forced."""
+    if forced:
+        return "forced (--forcerun, or its file was deleted): computing every clip"
     if last is None:
         return f"building {n_files} files (no earlier build kept)"
     if changes:
         return "rebuilding: " + "; ".join(changes)
-    if forced:
-        return "forced: no file or parameter changed since the last build; computing every clip"
     return "no file of this shard changed since the last build; copying its clips"
 
 

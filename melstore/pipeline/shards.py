@@ -45,8 +45,10 @@ def assign_shards(clip_ids: Sequence[str], shard_size: int) -> dict[str, list[in
     Returns
     -------
     dict
-        Shard name to the manifest row indices it holds, ascending. Shards are
-        listed in name order and none is empty.
+        Shard name to the manifest row indices it holds, in key order (equal
+        keys in manifest order). Shards are listed in name order, which is key
+        order too, and none is empty: end to end, they list the rows in one
+        order at every ``shard_size``.
     """
     if shard_size < 1:
         raise ValueError("shard_size must be at least 1")
@@ -79,7 +81,7 @@ def _split(keys, rows, start, stop, *, depth, shard_size, out) -> None:
         return
     if stop - start <= shard_size or depth == KEY_BITS:
         prefix = format(int(keys[start]), f"0{KEY_BITS}b")[:depth]
-        out["s" + prefix] = np.sort(rows[start:stop]).tolist()
+        out["s" + prefix] = rows[start:stop].tolist()
         return
     # the keys with a 1 at this depth are at least the shared prefix followed by 1
     first = int(keys[start])

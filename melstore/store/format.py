@@ -44,6 +44,7 @@ import io
 import json
 import math
 import os
+import resource
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -65,7 +66,12 @@ if TYPE_CHECKING:  # extraction jobs write without pandas; readers need no featu
 Table = Mapping[str, np.ndarray]  # column name -> values, e.g. a DataFrame or a dict
 
 FORMAT = "melstore"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
+# An index's group listing its shard files (ShardRef), and that table's columns.
+SHARDS_GROUP = "shards"
+SHARD_REF_COLUMNS = ("name", "rows", "digest")
+# File descriptors a reader keeps for other files besides an index's shards.
+SPARE_FILE_DESCRIPTORS = 32
 FAILURE_COLUMNS = ["clip_id", "path", "reason"]
 _STRING = h5py.string_dtype("utf-8")
 _VERSIONED = ("melstore", "librosa", "numpy", "scipy", "soundfile", "soxr", "h5py", "pandas")
@@ -420,34 +426,14 @@ class StoreWriter:
             )
         if self.n_frames is None:
             metadata = {**dict(metadata), **clip_locations(self.frame_counts)}
-        write_table(self._file.create_group("metadata"), metadata)
-        write_table(self._file.create_group("failures"), {c: failures[c] for c in FAILURE_COLUMNS})
-        axes_group = self._file.create_group("axes")
-        for name, values in axes.items():
-            axes_group.create_dataset(name, data=np.asarray(values, dtype=np.float64))
-        for group_name, arrays in (groups or {}).items():
-            group = self._file.create_group(group_name)
-            for name, values in arrays.items():
-                if isinstance(values, str):
-                    group.attrs[name] = values
-                elif np.asarray(values).dtype.kind in "OU":
-                    group.create_dataset(name, data=[str(v) for v in values], dtype=_STRING)
-                else:
-                    group.create_dataset(name, data=values)
-        all_attrs = {
-            "format": FORMAT,
-            "layout_version": LAYOUT_VERSION,
-            "features_layout": "concatenated" if self.n_frames is None else "fixed",
-            "feature_axes": self.feature_axes,
-            **({"channels": self.channels} if self.channels else {}),
-            "n_clips": len(self.frame_counts),
-            "n_failures": len(failures[FAILURE_COLUMNS[0]]),
-            **attrs,
-        }
-        for key, value in all_attrs.items():
-            self._file.attrs[key] = (
-                json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
-            )
+        write_contents(
+            self._file,
+            metadata=metadata,
+            failures=failures,
+            axes=axes,
+            groups=groups or {},
+            attrs={**layout_attrs(n_frames=self.n_frames, channels=self.channels), **attrs},
+        )
         self._finished = True
 
     @property
@@ -455,12 +441,59 @@ class StoreWriter:
         """The shape of the ``features`` dataset so far."""
         return self._features.shape
 
-    @property
-    def feature_axes(self) -> list[str]:
-        """The name of each axis of the ``features`` dataset."""
-        if self.n_frames is None:
-            return ["frequency", "time"]
-        return ["clip", *(["channel"] if self.channels else []), "frequency", "time"]
+
+def layout_attrs(*, n_frames: int | None, channels: Sequence[str] | None) -> dict:
+    """The attributes that say how a store's ``features`` are laid out."""
+    if n_frames is None:
+        feature_axes = ["frequency", "time"]
+    else:
+        feature_axes = ["clip", *(["channel"] if channels else []), "frequency", "time"]
+    return {
+        "format": FORMAT,
+        "layout_version": LAYOUT_VERSION,
+        "features_layout": "concatenated" if n_frames is None else "fixed",
+        "feature_axes": feature_axes,
+        **({"channels": list(channels)} if channels else {}),
+    }
+
+
+def write_contents(
+    file: h5py.File,
+    *,
+    metadata: Table,
+    failures: Table,
+    axes: dict[str, np.ndarray],
+    groups: dict[str, dict[str, np.ndarray | str]],
+    attrs: dict,
+) -> None:
+    """Everything of a store but its features: tables, axes, further groups and attributes.
+
+    Dict and list values of ``attrs`` are stored as JSON; ``n_clips`` and
+    ``n_failures`` are counted from the tables. A text value in a group
+    becomes an attribute of that group.
+    """
+    write_table(file.create_group("metadata"), metadata)
+    write_table(file.create_group("failures"), {c: failures[c] for c in FAILURE_COLUMNS})
+    axes_group = file.create_group("axes")
+    for name, values in axes.items():
+        axes_group.create_dataset(name, data=np.asarray(values, dtype=np.float64))
+    for group_name, arrays in groups.items():
+        group = file.create_group(group_name)
+        for name, values in arrays.items():
+            if isinstance(values, str):
+                group.attrs[name] = values
+            elif np.asarray(values).dtype.kind in "OU":
+                group.create_dataset(name, data=[str(v) for v in values], dtype=_STRING)
+            else:
+                group.create_dataset(name, data=values)
+    counts = {
+        "n_clips": len(next(iter(dict(metadata).values()), [])),
+        "n_failures": len(failures[FAILURE_COLUMNS[0]]),
+    }
+    for key, value in {**counts, **attrs}.items():
+        file.attrs[key] = (
+            json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+        )
 
 
 def clip_locations(frame_counts: Sequence[int]) -> dict[str, np.ndarray]:
@@ -500,6 +533,8 @@ def open_store(path: str | Path) -> h5py.File:
         raise MelstoreError(f"{path}: {reason}") from err
     try:
         check_store(store, path)
+        if SHARDS_GROUP in store:
+            check_shards(read_shard_refs(store), folder=Path(path).parent)
     except MelstoreError:
         store.close()
         raise
@@ -543,8 +578,85 @@ def check_store(store: h5py.File, path: str | Path) -> None:
     version = int(store.attrs.get("layout_version", -1))
     if version != LAYOUT_VERSION:
         raise MelstoreError(
-            f"{path} has store layout version {version}; this melstore reads {LAYOUT_VERSION}"
+            f"{path} has store layout version {version}; this melstore reads {LAYOUT_VERSION}: "
+            "rebuild it with the workflow (snakemake)"
         )
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    """One shard file of an index, as the index records it.
+
+    Attributes
+    ----------
+    name : str
+        The file, relative to the index's folder (``shards/<set>/<shard>-<digest>.h5``).
+    rows : int
+        Its clips (fixed layout), or its frames (concatenated layout).
+    digest : str
+        The digest of what decided its bytes, which it records too.
+    """
+
+    name: str
+    rows: int
+    digest: str
+
+
+def read_shard_refs(store: h5py.File) -> list[ShardRef]:
+    """The shard files an index reads its features from, in row order."""
+    table = read_columns(store, SHARDS_GROUP)
+    return [
+        ShardRef(str(name), int(rows), str(digest))
+        for name, rows, digest in zip(*(table[c] for c in SHARD_REF_COLUMNS), strict=True)
+    ]
+
+
+def check_shards(shards: Sequence[ShardRef], *, folder: Path) -> None:
+    """Refuse an index whose shard files are not all there, whole and its own.
+
+    HDF5 reads a missing source as the fill value without an error, looks for
+    it in the working directory too, and fills silently when it runs out of
+    file descriptors: so each file is checked beside the index first, and
+    their number against the open-file limit.
+
+    Raises
+    ------
+    MelstoreError
+        Naming the first shard file that is missing, unreadable, of other
+        rows or another build, or the limit.
+    """
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    needed = len(shards) + SPARE_FILE_DESCRIPTORS
+    if limit != resource.RLIM_INFINITY and needed > limit:
+        raise MelstoreError(
+            f"{folder}: the store reads {len(shards)} shard files at once, beyond this process's "
+            f"open-file limit of {limit}; raise it (ulimit -n {needed}) or read a packed copy "
+            "(melstore pack)"
+        )
+    rebuild = "rebuild the store with the workflow, or copy its whole results folder"
+    for shard in shards:
+        path = folder / shard.name
+        try:
+            with h5py.File(path, "r") as file:
+                digest, rows = str(file.attrs.get("digest", "")), _stored_rows(file)
+        except OSError as err:
+            reason = "missing" if not path.exists() else f"unreadable ({_first_line(err)})"
+            raise MelstoreError(f"{path}: shard file {reason}; {rebuild}") from None
+        if digest != shard.digest or rows != shard.rows:
+            raise MelstoreError(
+                f"{path}: shard file of another build (digest {digest or 'none'}, {rows} rows; "
+                f"the index expects {shard.digest}, {shard.rows} rows); {rebuild}"
+            )
+
+
+def _stored_rows(file: h5py.File) -> int:
+    """Clips of a fixed-length shard, frames of a concatenated one."""
+    features = file["features"]
+    return features.shape[0] if file.attrs.get("features_layout") == "fixed" else features.shape[-1]
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 class OpenStores:

@@ -33,8 +33,7 @@ def script_code(script):
     return script_fingerprint(os.path.join(workflow.basedir, "scripts", script))
 
 
-# All a store is gathered from: an extraction job that runs while it is unchanged was forced.
-GATHER_STATE = plan.gather_state(script_code("gather.py"), VERSIONS)
+EXTRACT_CODE = script_code("extract.py")
 RESULTS = f"results/{plan.dataset}"
 LOGS = f"logs/{plan.dataset}"
 
@@ -42,6 +41,7 @@ LOGS = f"logs/{plan.dataset}"
 wildcard_constraints:
     featureset="|".join(plan.feature_sets),
     shard=r"s[01]*",
+    digest=r"[0-9a-f]+",
 
 
 def store_path(featureset):
@@ -49,9 +49,12 @@ def store_path(featureset):
 
 
 def shard_paths(wildcards):
-    return expand(
-        f"{RESULTS}/shards/{wildcards.featureset}/{{shard}}.h5", shard=plan.shards
-    )
+    """The current shard files of a feature set, in shard order, named by what decides them."""
+    return [
+        f"{RESULTS}/shards/{wildcards.featureset}/"
+        + plan.shard_file(wildcards.featureset, shard, EXTRACT_CODE, VERSIONS)
+        for shard in plan.shards
+    ]
 
 
 def feature_params(wildcards):

@@ -2,12 +2,12 @@ rule extract:
     input:
         generated=plan.generated_files(),
     output:
-        # gone once gathered: a rerun copies unchanged clips from the store instead
-        temp(f"{RESULTS}/shards/{{featureset}}/{{shard}}.h5"),
+        # kept: its name changes with what decides it, and the index reads it
+        f"{RESULTS}/shards/{{featureset}}/{{shard}}-{{digest}}.h5",
     log:
-        f"{LOGS}/extract/{{featureset}}/{{shard}}.log",
+        f"{LOGS}/extract/{{featureset}}/{{shard}}-{{digest}}.log",
     benchmark:
-        f"{LOGS}/benchmarks/extract/{{featureset}}/{{shard}}.tsv"
+        f"{LOGS}/benchmarks/extract/{{featureset}}/{{shard}}-{{digest}}.tsv"
     conda:
         "../../envs/melstore.yaml"
     threads: EXTRACT_THREADS
@@ -15,12 +15,10 @@ rule extract:
         mem_mb=lambda wildcards, threads: 100 + 100 * threads,
     params:
         entries=lambda wildcards: plan.shard_entries(wildcards.shard),
-        sources=lambda wildcards: plan.shard_sources(wildcards.shard),
-        gather_state=GATHER_STATE,
         store=lambda wildcards: store_path(wildcards.featureset),
         features=feature_params,
         storage=storage_params,
         versions=VERSIONS,
-        code=script_code("extract.py"),
+        code=EXTRACT_CODE,
     script:
         "../../scripts/extract.py"

@@ -3,9 +3,9 @@ rule gather:
         shards=shard_paths,
         metadata=plan.metadata_files(),
     output:
-        store=f"{RESULTS}/{{featureset}}.h5",
-        # what the store's clips were computed from: its next build reuses them by it
-        record=f"{RESULTS}/{{featureset}}.sources.h5",
+        # kept in place while the job runs (a small backup, no features): extraction
+        # jobs read the shards it lists, and a failed job leaves the old store readable
+        store=update(f"{RESULTS}/{{featureset}}.h5"),
     log:
         f"{LOGS}/gather/{{featureset}}.log",
     benchmark:
