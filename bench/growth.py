@@ -7,8 +7,10 @@ sample rates, bit depths and channel counts. It is generated deterministically
 
 On it, with one feature set (``seed`` at 1 s with 64 mels), this measures:
 parse time per file (``Plan.from_config``, in this process), a dry run, a
-clean build and its throughput, a no-op rerun, a rerun after one changed file,
-the largest extraction and gather job RSS, and the store's size. With
+clean build and its throughput, a no-op rerun, reruns after one changed file
+(the store target, then the default target with its report), 1,000 added
+files, the largest extraction and gather job RSS, and the store's bytes on
+disk against its features'. With
 ``--reruns-only`` it skips the clean build. With ``--tiny`` the corpus is of
 0.1 s clips at 8 kHz, copies of 64 synthesised ones (a million take about a
 minute to write, where synthesising each would take an hour), and the
@@ -58,6 +60,8 @@ FOLDER_VERSION = 1
 SAMPLE_RATES = (8000, 16000, 22050, 32000, 44100, 48000)
 SUBTYPES = ("PCM_16", "PCM_16", "PCM_16", "PCM_24", "FLOAT", "PCM_U8")
 FEATURE_SET = {"preset": "seed", "duration": 1.0, "n_mels": 64}
+# Files added after the reruns, against the clean build's time.
+ADDED_FILES = 1000
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,8 @@ def parse_seconds(config: dict, *, repeats: int = 3) -> float:
     for _ in range(repeats):
         start = time.perf_counter()
         plan = Plan.from_config(json.loads(json.dumps(config)), schema_path=SCHEMA)
-        plan.gather_state("code", {})  # what the Snakefile computes at every start
+        for shard in plan.shards:  # what the Snakefile computes at every start
+            plan.shard_file("short", shard, "code", {})
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -190,8 +195,32 @@ class Growth:
     runs: dict[str, Run]
     extract_rss_mb: float
     gather_rss_mb: float
-    store_mb: float
+    index_mb: float
+    features_mb: float
     results_mb: float
+
+
+def add_files(root: Path, clips: list[FolderClip], n_files: int) -> str:
+    """Copy ``n_files`` clips into a new folder (new clip ids, new shards' files); name it."""
+    folder = root / "added"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    for i, clip in enumerate(clips[:n_files]):
+        shutil.copyfile(root / clip.path, folder / f"added{i:05d}.wav")
+    return folder.name
+
+
+def features_mb(index: Path) -> float:
+    """The bytes the features take in the index's shard files (their datasets' storage)."""
+    import h5py
+
+    total = 0
+    with h5py.File(index, "r") as opened:
+        names = opened["shards/name"].asstr()[()]
+    for name in names:
+        with h5py.File(index.parent / name, "r") as shard:
+            total += shard["features"].id.get_storage_size()
+    return total / 1e6
 
 
 def disk_mb(folder: Path) -> float:
@@ -237,11 +266,19 @@ def main(files, seconds, cores, reruns_only, tiny, workdir, out) -> None:
     runs["noop"] = median_run([measure("no-op rerun", store_target) for _ in range(3)])
     if not tiny:
         clips = folder_plan(files, seconds=seconds)
-        changed = []
-        for position in (0.25, 0.5, 0.75):
-            name = change_one_file(root, clips, position)
-            changed.append(measure("one changed file", store_target, note=f"changed {name}"))
-        runs["changed"] = median_run(changed)
+        default_target = snakemake_command(work, cores)  # the store and its report
+        runs["default"] = measure("default target, report included", default_target)
+        for label, command, positions in [
+            ("one changed file", store_target, (0.25, 0.5, 0.75)),
+            ("one changed file, default target", default_target, (0.3, 0.6, 0.9)),
+        ]:
+            changed = [
+                measure(label, command, note=f"changed {change_one_file(root, clips, position)}")
+                for position in positions
+            ]
+            runs[label] = median_run(changed)
+        added = add_files(root, clips, ADDED_FILES)
+        runs["added"] = measure(f"{ADDED_FILES} added files", store_target, note=f"in {added}/")
     results = work / "results" / "growth"
     growth = Growth(
         files=files,
@@ -250,8 +287,9 @@ def main(files, seconds, cores, reruns_only, tiny, workdir, out) -> None:
         runs=runs,
         extract_rss_mb=job_peak_memory(work, "extract"),
         gather_rss_mb=job_peak_memory(work, "gather"),
-        store_mb=(results / "short.h5").stat().st_size / 1e6,
-        results_mb=disk_mb(results),
+        index_mb=(results / "short.h5").stat().st_size / 1e6,
+        features_mb=features_mb(results / "short.h5"),
+        results_mb=disk_mb(results) - disk_mb(results / "report"),
     )
     publish(report(growth, cores=cores, seconds=seconds, tiny=tiny), out)
 
@@ -277,13 +315,14 @@ def report(growth: Growth, *, cores: int, seconds: tuple[float, float], tiny: bo
         *(f"| {r.name} | {r.wall:.2f} | {r.cpu:.1f} | {r.peak_rss_mb:.0f} | {r.note} |"
           for r in runs.values()),
         "",
-        f"- Parse (`Plan.from_config` and the gather state, fastest of 3): {growth.parse_s:.2f} s, "
+        f"- Parse (`Plan.from_config` and shard file names, fastest of 3): {growth.parse_s:.2f} s, "
         f"{growth.parse_s / growth.files * 1e6:.1f} µs per file.",
         rate
         + f"- Largest extraction job: {growth.extract_rss_mb:.0f} MB max_rss; gather "
         f"{growth.gather_rss_mb:.0f} MB.",
-        f"- Store: {growth.store_mb:.0f} MB; everything under `results/`: "
-        f"{growth.results_mb:.0f} MB.",
+        f"- Store: index {growth.index_mb:.1f} MB, features {growth.features_mb:.0f} MB; "
+        f"`results/growth/` without the report: {growth.results_mb:.0f} MB "
+        f"({growth.results_mb / growth.features_mb:.2f}× the features' bytes).",
         "",
         "## Machine",
         *machine(),

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from bench import corpus  # noqa: E402
 from melstore.features.extractor import Frontend  # noqa: E402
 from melstore.features.presets import resolve_feature_set  # noqa: E402
-from melstore.pipeline.extract import extract_shard  # noqa: E402
+from melstore.pipeline.extract import ShardJob, extract_shard  # noqa: E402
 from melstore.store.format import ChunkEncoder, Storage, library_versions  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scaling.md"
@@ -103,13 +103,9 @@ def extraction_cost(root: Path, entries, work: Path) -> tuple[list[list], dict[s
         for container, clips in entries.items():
             out = work / f"{name}-{container}.h5"
             cpu, wall = cpu_seconds(), time.perf_counter()
-            extract_shard(
-                entries=clips,
-                root=root,
-                params=params.to_dict(),
-                out_path=out,
-                feature_set=name,
-            )
+            build = {"params": params.to_dict(), "storage": Storage().to_dict(),
+                     "versions": library_versions(), "code": ""}  # fmt: skip
+            extract_shard(ShardJob(clips, root, out, name, build, digest=""))
             cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
             with h5py.File(out, "r") as f:
                 shape = f["features"].shape

@@ -110,6 +110,14 @@ def restore(base: Path, kept: Path) -> None:
     shutil.copytree(kept, base, symlinks=True)
 
 
+def standalone_copy(store: Path, out: Path) -> Path:
+    """A copy of ``store`` as one file (``melstore pack``), which a test may change freely."""
+    from melstore.store.index import pack
+
+    pack(store, out)
+    return out
+
+
 def merged_config(workdir: Path) -> dict:
     """The config a run in ``workdir`` used: its my.yaml merged over the committed one."""
     from snakemake.utils import update_config

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import assert_real_image
+from conftest import assert_real_image, standalone_copy
 from matplotlib.image import imread
 
 import melstore
@@ -180,8 +180,7 @@ def test_export_npz_of_a_variable_length_store_keeps_the_offsets(variable_build,
 
 
 def test_export_defaults_to_a_file_beside_the_store(seed_path, tmp_path):
-    store = tmp_path / "copy.h5"
-    store.write_bytes(seed_path.read_bytes())
+    store = standalone_copy(seed_path, tmp_path / "copy.h5")
     assert run("export", store, "--format", "parquet").exit_code == 0
     assert len(pd.read_parquet(tmp_path / "copy.parquet")) == 48
 

@@ -10,7 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import melstore
 from melstore.features.presets import PRESETS, resolve_feature_set
-from melstore.pipeline.extract import extract_shard
+from melstore.pipeline.extract import ShardJob, extract_shard
 from melstore.pipeline.gather import gather_store
 from melstore.report.figures import (
     DB_CAPTION,
@@ -22,7 +22,7 @@ from melstore.report.figures import (
     power_vs_db_figure,
     value_label,
 )
-from melstore.store.format import FAILURE_COLUMNS, StoreWriter
+from melstore.store.format import FAILURE_COLUMNS, Storage, StoreWriter
 
 FIGURES = {
     "clip": lambda store: clip_figure(store, 5),
@@ -174,11 +174,9 @@ def test_class_examples_are_the_longest_clip_of_each_class(store):
 
 
 def test_a_changed_source_is_refused_instead_of_drawn(demo_build, tmp_path):
-    import shutil
-
     import h5py
 
-    copy = shutil.copy(demo_build[0] / "results/demo/seed.h5", tmp_path / "seed.h5")
+    copy = standalone_copy(demo_build[0] / "results/demo/seed.h5", tmp_path / "seed.h5")
     with h5py.File(copy, "a") as f:
         f.attrs["dataset_root"] = str(demo_build[0] / "resources/demo")
         f["metadata/source_xxh128"][0] = "0" * 32
@@ -213,8 +211,8 @@ def preset_store(request, tones_root, tmp_path_factory):
     params = resolve_feature_set(preset, {}).to_dict()
     work = tmp_path_factory.mktemp(preset)
     entries = [(path, path, "") for path in paths]
-    extract_shard(entries=entries, root=tones_root, params=params, out_path=work / "shard.h5",
-                  feature_set=preset)  # fmt: skip
+    build = {"params": params, "storage": Storage().to_dict(), "versions": {}, "code": ""}
+    extract_shard(ShardJob(entries, tones_root, work / "shard.h5", preset, build, digest="d"))
     manifest = {
         "clip_id": ("object", paths),
         "path": ("object", paths),

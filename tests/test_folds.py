@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import REPO, run_snakemake, tone, write_audio
+from conftest import REPO, run_snakemake, standalone_copy, tone, write_audio
 
 import melstore
 from melstore.cli import main
@@ -239,7 +239,7 @@ def test_verify_recompute_passes_a_fresh_store(leaky, feature_set):
 
 def test_verify_recompute_fails_a_store_shifted_by_half_a_db(leaky, tmp_path):
     shifted = tmp_path / "shifted.h5"
-    shutil.copy(leaky[0] / "results/esc/small.h5", shifted)
+    standalone_copy(leaky[0] / "results/esc/small.h5", shifted)
     with h5py.File(shifted, "r+") as f:
         f["features"][...] = f["features"][...] + 0.5
     result = run("verify", shifted, "--recompute", "3", "--root", leaky[1])
@@ -250,7 +250,7 @@ def test_verify_recompute_fails_a_store_shifted_by_half_a_db(leaky, tmp_path):
 
 def test_verify_recompute_fails_a_store_built_with_other_params_than_it_records(leaky, tmp_path):
     relabelled = tmp_path / "relabelled.h5"
-    shutil.copy(leaky[0] / "results/esc/small.h5", relabelled)
+    standalone_copy(leaky[0] / "results/esc/small.h5", relabelled)
     with h5py.File(relabelled, "r+") as f:
         params = json.loads(f.attrs["params"])
         f.attrs["params"] = json.dumps({**params, "fmax": params["sr"] / 4})
@@ -260,7 +260,7 @@ def test_verify_recompute_fails_a_store_built_with_other_params_than_it_records(
 
 def test_verify_recompute_names_library_versions_that_differ(leaky, tmp_path):
     older = tmp_path / "older.h5"
-    shutil.copy(leaky[0] / "results/esc/small.h5", older)
+    standalone_copy(leaky[0] / "results/esc/small.h5", older)
     with h5py.File(older, "r+") as f:
         f.attrs["versions"] = json.dumps({**json.loads(f.attrs["versions"]), "librosa": "0.9.2"})
     result = run("verify", older, "--recompute", "2")

@@ -5,7 +5,7 @@ import hashlib
 import h5py
 import numpy as np
 import pytest
-from conftest import VARIABLE_CLIPS, run_python
+from conftest import VARIABLE_CLIPS, run_python, standalone_copy
 
 import melstore
 from melstore.pipeline import demo
@@ -134,7 +134,7 @@ def test_files_that_are_not_stores_or_of_another_layout_version_are_refused(seed
         f["x"] = 1
     with pytest.raises(melstore.MelstoreError, match="is not a melstore feature store"):
         melstore.open(tmp_path / "other.h5")
-    old = pack(seed_path, tmp_path / "old.h5")
+    old = standalone_copy(seed_path, tmp_path / "old.h5")
     with h5py.File(old, "a") as f:
         f.attrs["layout_version"] = 1
     with pytest.raises(
@@ -146,7 +146,7 @@ def test_files_that_are_not_stores_or_of_another_layout_version_are_refused(seed
 
 
 def test_a_channel_axis_from_deltas_is_read_per_clip(seed_path, tmp_path):
-    path = pack(seed_path, tmp_path / "deltas.h5")
+    path = standalone_copy(seed_path, tmp_path / "deltas.h5")
     with h5py.File(path, "a") as f:
         static = f["features"][()]
         del f["features"]
@@ -154,14 +154,6 @@ def test_a_channel_axis_from_deltas_is_read_per_clip(seed_path, tmp_path):
     with melstore.open(path) as store:
         assert store.clip(4).shape == (2, 128, 130)
         np.testing.assert_array_equal(store.read([4])[0, 0], static[4])
-
-
-def pack(store, out):
-    """A standalone copy of ``store`` (no shard files) that a test may change."""
-    from melstore.store.index import pack as write_pack
-
-    write_pack(store, out)
-    return out
 
 
 def test_importing_melstore_loads_no_numpy_and_store_comes_on_first_use():

@@ -8,7 +8,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from conftest import run_snakemake, tone, write_audio
+from conftest import run_snakemake, standalone_copy, tone, write_audio
 
 from melstore.errors import ConfigError
 from melstore.store.format import ChunkEncoder, Storage, StoreWriter, precision_problems
@@ -193,7 +193,7 @@ def test_a_compact_store_has_the_same_bytes_for_any_shard_size_and_core_count(bu
                   "--cores", "1", "results/mine/small.h5")  # fmt: skip
     assert len(list((other / "logs/mine/extract/small").glob("*.log"))) > 1  # one job per shard
     packed = [
-        pack(work / "results/mine/small.h5", base / f"{work.name}.h5")
+        standalone_copy(work / "results/mine/small.h5", base / f"{work.name}.h5")
         for work in (other, base / "work")
     ]
     assert sha256(packed[0]) == sha256(packed[1])
@@ -219,7 +219,9 @@ def test_verify_reports_the_bound_and_fails_a_store_that_does_not_meet_it(built,
     info = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert "storage      within precision_db 0.05 (largest error 0.03" in info.stdout
     for name, claim in [("small", 0.5), ("small", 0.01), ("exact", 0.05), ("lossless", 0.05)]:
-        copy = pack(base / f"work/results/mine/{name}.h5", tmp_path / f"{name}-{claim}.h5")
+        copy = standalone_copy(
+            base / f"work/results/mine/{name}.h5", tmp_path / f"{name}-{claim}.h5"
+        )
         with h5py.File(copy, "a") as f:
             f.attrs["precision_db"] = claim
             f.attrs["max_error_db"] = 0.0
@@ -265,11 +267,3 @@ def test_a_build_keeps_the_features_once_in_its_shards_and_the_index_maps_them(b
         assert [p.relative_to(results).as_posix() for p in results.glob(f"shards/{name}/*")] == [
             shard
         ]
-
-
-def pack(store, out):
-    """A standalone copy of ``store``, as ``melstore pack`` writes it."""
-    from melstore.store.index import pack as write_pack
-
-    write_pack(store, out)
-    return out

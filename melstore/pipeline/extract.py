@@ -29,7 +29,7 @@ import numpy as np
 from melstore.errors import AudioError, MelstoreError
 from melstore.features.audio import decode, file_checksum
 from melstore.features.extractor import FeatureExtractor, FeatureParams, Frontend
-from melstore.pipeline.reuse import PreviousBuild, file_stats, rebuild_reason
+from melstore.pipeline.reuse import PreviousBuild, file_stats, rebuild_reason, shard_of
 from melstore.store.format import (
     ERROR_COLUMN,
     FAILURE_COLUMNS,
@@ -114,6 +114,23 @@ class ShardContents:
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # clip_id, path, reason
     moments: list[Moments] = field(default_factory=list)
 
+    def finish(
+        self, writer: StoreWriter, *, job: ShardJob, frontend: Frontend, params: FeatureParams
+    ) -> None:
+        """Write the shard's tables, axes, front end, clip moments and build: it is complete."""
+        writer.finish(
+            metadata=computed_table([tuple(row[c] for c in SHARD_COLUMNS) for row in self.rows]),
+            failures=dict(zip(FAILURE_COLUMNS, columns_of(self.failures, 3), strict=True)),
+            attrs={"feature_set": job.feature_set, **job.build, "digest": job.digest},
+            axes=axes(frontend.frequencies, params=params, frame_counts=writer.frame_counts),
+            groups={
+                "frontend": frontend.arrays(),
+                MOMENTS_GROUP: Moments.concatenate(
+                    [Moments.empty(0, params.frame_shape), *self.moments]
+                ).arrays(),
+            },
+        )
+
 
 def extract_shard(job: ShardJob) -> None:
     """Compute, or copy from the shard's previous files, every clip of ``job`` into its shard file.
@@ -127,9 +144,10 @@ def extract_shard(job: ShardJob) -> None:
     kept = Storage.from_dict(job.build["storage"])
     name = f"{job.feature_set}/{job.out_path.stem}"
     stats = file_stats(job.root, [path for _, path, problem in job.entries if not problem])
-    shard = job.out_path.stem.split("-")[0]
     with (
-        PreviousBuild(job.previous, build=job.build, shard=shard, name=job.name) as earlier,
+        PreviousBuild(
+            job.previous, build=job.build, shard=shard_of(job.name), name=job.name
+        ) as earlier,
         StoreWriter(
             job.out_path, n_bins=p.n_bins, n_frames=p.n_frames, channels=p.channels, storage=kept
         ) as writer,
@@ -162,20 +180,7 @@ def extract_shard(job: ShardJob) -> None:
         except BaseException:
             pool.shutdown(cancel_futures=True)  # map() queued every file: drop the rest
             raise
-        writer.finish(
-            metadata=computed_table(
-                [tuple(row[c] for c in SHARD_COLUMNS) for row in contents.rows]
-            ),
-            failures=dict(zip(FAILURE_COLUMNS, columns_of(contents.failures, 3), strict=True)),
-            attrs={"feature_set": job.feature_set, **job.build, "digest": job.digest},
-            axes=axes(frontend.frequencies, params=p, frame_counts=writer.frame_counts),
-            groups={
-                "frontend": frontend.arrays(),
-                MOMENTS_GROUP: Moments.concatenate(
-                    [Moments.empty(0, p.frame_shape), *contents.moments]
-                ).arrays(),
-            },
-        )
+        contents.finish(writer, job=job, frontend=frontend, params=p)
     progress.done()
 
 

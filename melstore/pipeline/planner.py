@@ -5,7 +5,7 @@ extraction code (:func:`melstore.pipeline.extract.compute_clip`, one thread,
 in this process), at least one file of each format and sample-rate group found
 in a larger sample of headers. It scales the sample by the dataset's share of
 each group. What a sample cannot show, a job's start-up, the workers' overhead,
-Snakemake's parse and the gather's copy, are the constants below, measured on a
+Snakemake's parse and the gather's tables, are the constants below, measured on a
 2-core machine with local disk (``python -m bench.planner``; docs/scaling.md).
 """
 
@@ -51,12 +51,11 @@ JOB_SECONDS = 2.0  # an extraction job's start-up, imports and filter bank
 WORKER_EFFICIENCY = 0.85  # a worker's clips per second, relative to this process's
 GATHER_SECONDS = 1.0  # the gather's start-up
 GATHER_SECONDS_PER_CLIP = 25e-6  # its tables and statistics, per clip
-GATHER_BYTES_PER_SECOND = 400e6  # its copy of the features
 METADATA_BYTES_PER_CLIP = 420  # a stored clip's rows of the tables, besides its features
 STORE_FIXED_BYTES = 40_000  # a store's HDF5 structure and statistics, besides its front end
 JOB_BASE_MB = 160  # an extraction job's parent process
 WORKER_BASE_MB = 75  # a forked worker, before its clip's arrays
-RECORD_BYTES_PER_CLIP = 1200  # the parent's index of a shard's clips in the last store
+RECORD_BYTES_PER_CLIP = 1200  # the parent's index of the clips of its previous shard files
 SLOW_READ_MS = 1.0  # a file read slower than this is not from the page cache
 GATHER_BASE_MB = 150  # the gather's process
 GATHER_MB_PER_CLIP = 2.4e-3  # its tables and index, per clip of the dataset
@@ -449,7 +448,7 @@ def _stored_bytes(outcome, storage) -> int:
     """The bytes a computed clip takes in the store (0 if it failed)."""
     if isinstance(outcome, str):
         return 0
-    values = outcome[0]
+    values = outcome.values
     if isinstance(values, bytes):
         return len(values)
     if storage.exact:
@@ -479,9 +478,7 @@ def _predict_set(
     store_bytes = int(
         fixed_bytes + n_files * stored_share * (bytes_per_clip + METADATA_BYTES_PER_CLIP)
     )
-    gather = (
-        GATHER_SECONDS + n_files * GATHER_SECONDS_PER_CLIP + store_bytes / GATHER_BYTES_PER_SECOND
-    )
+    gather = GATHER_SECONDS + n_files * GATHER_SECONDS_PER_CLIP  # it maps the shards, copies none
     return SetPrediction(
         cpu_seconds=n_files * cpu_per_file,
         wall_seconds=_schedule(jobs, slots=max(1, cores // threads)) + gather,

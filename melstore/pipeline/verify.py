@@ -153,8 +153,8 @@ def recompute_clips(
             if isinstance(outcome, str):
                 skipped[clip_id] = f"cannot be computed now: {outcome}"
                 continue
-            values, record, _, _ = outcome
-            if record[-1] != columns["source_xxh128"][row]:
+            values = outcome.values
+            if outcome.columns["source_xxh128"] != columns["source_xxh128"][row]:
                 skipped[clip_id] = f"{path} changed since the store was built"
                 continue
             stored = opened.clip(row)
