@@ -1,4 +1,4 @@
-"""The ``melstore`` command line: info, show, export, verify, audit and plan.
+"""The ``melstore`` command line: info, show, export, pack, verify, audit and plan.
 
 Exit status: 0 on success; 2 with one line on stderr for bad input, either
 ``Error: <message>`` (a missing file, not a store, an unknown clip) or, for
@@ -93,13 +93,16 @@ class Commands(OneLineCommand, click.Group):
 )
 @click.version_option(package_name="melstore")
 def main() -> None:
-    """Log-scaled mel spectrogram feature stores: inspect, plot, export and check them."""
+    """Log-scaled mel spectrogram feature stores: inspect, plot, export, pack and check them."""
 
 
 @main.command()
 @STORE
 def info(store: Path) -> None:
-    """Summarise STORE: clips, classes per fold, failures, parameters and versions."""
+    """Summarise STORE: clips, classes per fold, failures, parameters and versions.
+
+    The size counts the index and every shard file it reads.
+    """
     import pandas as pd
 
     from melstore.store.reader import Store
@@ -107,9 +110,11 @@ def info(store: Path) -> None:
     with expected_errors(), Store(store) as opened:
         attrs = opened.attrs
         features = opened.features
+        files = _store_files(store)
+        n_bytes = sum(path.stat().st_size for path in files)
         click.echo(
             f"{store}: {len(opened)} clips, {len(opened.failures)} failed, "
-            f"{_size(store.stat().st_size)}"
+            f"{_size(n_bytes)} with {_shard_files(len(files) - 1)}"
         )
         click.echo(
             f"dataset      {attrs.get('dataset', '?')} ({attrs.get('dataset_layout', '?')} layout, "
@@ -213,6 +218,28 @@ def export(store: Path, kind: str, output: Path | None) -> None:
         else:
             export_npz(opened, output)
         click.echo(f"{output}: {len(opened)} clips, {_size(output.stat().st_size)}")
+
+
+@main.command()
+@STORE
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+def pack(store: Path, out: Path) -> None:
+    """Write STORE as one standalone HDF5 file OUT, for sharing.
+
+    OUT holds the features as one ordinary dataset (no virtual dataset, no
+    shard files), with the same values, tables, axes and statistics. Its
+    bytes are the same whatever shard_size and cores built STORE. It is
+    written atomically, and may be neither STORE itself nor inside its
+    shards folder.
+    """
+    from melstore.store.index import pack as pack_store
+    from melstore.store.reader import Store
+
+    with expected_errors(output=out):
+        pack_store(store, out)
+        with Store(out) as packed:
+            n_clips = len(packed)
+        click.echo(f"{out}: {n_clips} clips, {_size(out.stat().st_size)}, packed from {store}")
 
 
 @main.command()
@@ -396,6 +423,22 @@ def clip_row(store: Store, clip: str) -> int:
         if re.fullmatch(r"[+-]?[0-9]+", clip) is None:
             raise
     return store.row(int(clip))
+
+
+def _store_files(store: Path) -> list[Path]:
+    """The index and the shard files it reads its features from (none for a packed store)."""
+    import h5py
+
+    from melstore.store.format import SHARDS_GROUP, read_shard_refs
+
+    with h5py.File(store, "r") as index:
+        shards = read_shard_refs(index) if SHARDS_GROUP in index else []
+    return [store, *(store.parent / shard.name for shard in shards)]
+
+
+def _shard_files(count: int) -> str:
+    """``no shard files``, ``1 shard file``, ``16 shard files``."""
+    return f"{count or 'no'} shard file{'' if count == 1 else 's'}"
 
 
 def _size(n_bytes: int) -> str:

@@ -33,10 +33,12 @@ def test_info_shows_rows_counts_params_failures_versions_and_size(seed_path):
     result = run("info", seed_path)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == f"{seed_path}: 48 clips, 0 failed, {seed_path.stat().st_size / 1e6:.1f} MB"
+    [shard_file] = (seed_path.parent / "shards/seed").iterdir()  # 48 clips: the default's one
+    n_bytes = seed_path.stat().st_size + shard_file.stat().st_size
+    assert lines[0] == f"{seed_path}: 48 clips, 0 failed, {n_bytes / 1e6:.1f} MB with 1 shard file"
     assert "dataset      demo (urbansound8k layout, root resources/demo)" in lines
     assert (
-        "features     seed: (48, 128, 130) float32, fixed layout, store layout version 1" in lines
+        "features     seed: (48, 128, 130) float32, fixed layout, store layout version 2" in lines
     )
     assert lines[lines.index("clips per class and fold:") + 1].split() == [
         "fold", "1", "2", "3", "4", "total",

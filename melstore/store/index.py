@@ -21,6 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from melstore.errors import MelstoreError
 from melstore.files import atomic_path
 from melstore.store.format import (
     LOCATION_COLUMNS,
@@ -104,8 +105,16 @@ def pack(store: str | Path, out: str | Path) -> None:
     The features are copied chunk by chunk from the shard files, undecoded,
     and the tables, axes, front end and statistics as they are: the bytes do
     not depend on the shard size or the cores the store was built with.
+
+    Raises
+    ------
+    MelstoreError
+        If the store does not verify, or ``out`` is the store itself or lies
+        in its shards' folder.
     """
     with open_store(store) as index:
+        shards = read_shard_refs(index) if SHARDS_GROUP in index else None
+        _check_pack_target(Path(store), Path(out), shards or [])
         attrs = {k: v for k, v in index.attrs.items() if k not in _LAYOUT_ATTRS}
         fixed = index.attrs["features_layout"] == "fixed"
         features = index["features"]
@@ -113,11 +122,7 @@ def pack(store: str | Path, out: str | Path) -> None:
         if not fixed:  # the writer locates the clips itself
             metadata = {k: v for k, v in metadata.items() if k not in LOCATION_COLUMNS}
         folder = Path(store).parent
-        sources = (
-            [folder / shard.name for shard in read_shard_refs(index)]
-            if SHARDS_GROUP in index
-            else [Path(store)]
-        )
+        sources = [Path(store)] if shards is None else [folder / shard.name for shard in shards]
         with StoreWriter(
             out,
             n_bins=features.shape[-2],
@@ -137,6 +142,20 @@ def pack(store: str | Path, out: str | Path) -> None:
                 attrs=attrs,
                 axes={name: data[()] for name, data in index["axes"].items()},
                 groups={name: _array_group(index[name]) for name in _ARRAY_GROUPS if name in index},
+            )
+
+
+def _check_pack_target(store: Path, out: Path, shards: Sequence[ShardRef]) -> None:
+    """Refuse to write a packed copy over its index, or where a rebuild deletes files."""
+    target = out.resolve()
+    if target == store.resolve():
+        raise MelstoreError(f"{out} is the store itself; pack it into another file")
+    # the folder the shard names start with (shards/): the workflow clears files it did not write
+    for folder in {store.parent / Path(shard.name).parts[0] for shard in shards}:
+        if target.is_relative_to(folder.resolve()):
+            raise MelstoreError(
+                f"{out} lies in the store's shard folder {folder}, which rebuilds clear; "
+                "pack it into a file elsewhere"
             )
 
 
