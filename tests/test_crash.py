@@ -127,8 +127,8 @@ def test_ctrl_c_gives_one_line_per_interrupted_job_and_the_rerun_resumes(tmp_pat
     assert interrupted, output[-3000:]
     for line in interrupted:
         assert re.fullmatch(
-            r"melstore: extract (seed|logspec)/s/[0-9a-f]+ interrupted; run the same command again to "
-            r"resume",
+            r"melstore: extract (seed|logspec)/s/[0-9a-f]+ interrupted; "
+            r"run the same command again to resume",
             line,
         )
     run_snakemake(workdir, two_sets)

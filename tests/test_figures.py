@@ -5,7 +5,7 @@ import itertools
 import librosa
 import numpy as np
 import pytest
-from conftest import tone, write_audio
+from conftest import standalone_copy, tone, write_audio
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import melstore
