@@ -1,4 +1,4 @@
-"""Snakemake adapter: write the index of one feature set over its shard files."""
+"""Snakemake adapter: write the next index of one feature set over its shard files."""
 
 from melstore.pipeline.jobs import snakemake_job
 
@@ -9,6 +9,7 @@ with snakemake_job(snakemake) as log:
     summary = gather_store(
         manifest=load_manifest(snakemake.params.dataset).store_columns(),
         shard_paths=snakemake.input.shards,
+        store=snakemake.params.store,
         out_path=snakemake.output[0],
         dataset=snakemake.params.dataset,
         feature_set=snakemake.wildcards.featureset,

@@ -49,6 +49,7 @@ def gather_store(
     *,
     manifest: ManifestColumns,
     shard_paths: Sequence[str | Path],
+    store: str | Path,
     out_path: str | Path,
     dataset: dict,
     feature_set: str,
@@ -57,18 +58,20 @@ def gather_store(
     on_error: str = "skip",
     min_success: float = 0.0,
 ) -> str:
-    """Write the index of a feature set over its shard files, then delete stale shard files.
+    """Write the next index of a feature set over its shard files, then delete stale shard files.
 
     ``manifest`` holds the stored manifest columns (clip_id, path, then the
     dataset CSV's), as :meth:`melstore.pipeline.manifest.Manifest.store_columns`
-    gives them. ``shard_paths`` are the current shard files in shard order,
-    below the index's folder. ``dataset`` is the config's dataset section; its
-    name, layout, root and metadata CSV are recorded so that ``melstore
-    verify`` can re-check the sources.
+    gives them. ``shard_paths`` are the current shard files in shard order.
+    ``store`` is the path users open, which still holds the previous index;
+    ``out_path``, in the same folder, is where the next one is written (the
+    workflow's ``publish`` rule then links it to ``store``). ``dataset`` is the
+    config's dataset section; its name, layout, root and metadata CSV are
+    recorded so that ``melstore verify`` can re-check the sources.
 
-    A shard file is deleted once neither the new index nor the one it
-    replaces lists it, so a reader that opened the previous index still finds
-    every file it reads.
+    A shard file is deleted once neither the next index nor the previous one
+    lists it, so a reader that opened the previous index still finds every
+    file it reads.
 
     Returns
     -------
@@ -85,8 +88,8 @@ def gather_store(
     p = FeatureParams.from_dict(params)
     kept = Storage.from_dict(storage or {})
     gathering = plan_gather(manifest, shard_paths, on_error=on_error, min_success=min_success,
-                            out_path=out_path, storage=kept)  # fmt: skip
-    previous = listed_shards(out_path)
+                            out_path=store, storage=kept)  # fmt: skip
+    previous = listed_shards(store)
     write_index(
         out_path,
         shards=gathering.refs,
@@ -101,7 +104,7 @@ def gather_store(
             "groups": {
                 "frontend": gathering.frontend,
                 STATS_GROUP: fold_stats(
-                    gathering, p.frame_shape, source=source_column(dataset), out_path=out_path
+                    gathering, p.frame_shape, source=source_column(dataset), out_path=store
                 ),
             },
             "attrs": store_attrs(
@@ -112,7 +115,9 @@ def gather_store(
         },
     )
     remove_stale_shards(out_path, shard_paths, keep={*previous, *(r.name for r in gathering.refs)})
-    return gathering.summary(out_path, kept, n_files=len(manifest["clip_id"][1]))
+    with h5py.File(out_path, "r") as index:
+        shape = index["features"].shape
+    return gathering.summary(store, kept, shape=shape, n_files=len(manifest["clip_id"][1]))
 
 
 def listed_shards(index: str | Path) -> list[str]:
@@ -198,17 +203,15 @@ class Gathering:
         counts = [] if params.n_frames else self.metadata["n_frames"].tolist()
         return axes(self.frontend["frequencies"], params=params, frame_counts=counts)
 
-    def summary(self, out_path: str | Path, storage: Storage, *, n_files: int) -> str:
+    def summary(self, store: str | Path, storage: Storage, *, shape: tuple, n_files: int) -> str:
         """One line: the store's clips, shape and type, its bound, and its failures."""
-        n_clips, shape = len(self.metadata["clip_id"]), None
-        with h5py.File(out_path, "r") as index:
-            shape = index["features"].shape
-        summary = f"{out_path}: {n_clips} clips, features {shape} {np.dtype(storage.dtype)}"
+        n_clips = len(self.metadata["clip_id"])
+        summary = f"{store}: {n_clips} clips, features {shape} {np.dtype(storage.dtype)}"
         if storage.precision_db is not None:
             summary += f", within {storage.precision_db:g} of the computed values"
         n_failed = len(self.failures["clip_id"])
         if n_failed:
-            summary += f"; {n_failed} of {n_files} files failed; see failures table in {out_path}"
+            summary += f"; {n_failed} of {n_files} files failed; see failures table in {store}"
         return summary
 
 

@@ -65,6 +65,18 @@ def storage_params(wildcards):
     return plan.storage[wildcards.featureset].to_dict()
 
 
+# All a store's index depends on besides its input files (shards, metadata CSV).
+GATHER_PARAMS = {
+    "features": feature_params,
+    "storage": storage_params,
+    "on_error": config["on_error"],
+    "min_success": config["min_success"],
+    "dataset": config["dataset"],
+    "versions": VERSIONS,
+    "code": script_code("gather.py"),
+}
+
+
 def report_file(name, *, caption, shows):
     """An output of the report rule, listed under its feature set in the HTML report."""
     return report(

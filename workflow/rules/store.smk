@@ -3,9 +3,8 @@ rule gather:
         shards=shard_paths,
         metadata=plan.metadata_files(),
     output:
-        # kept in place while the job runs (a small backup, no features): extraction
-        # jobs read the shards it lists, and a failed job leaves the old store readable
-        store=update(f"{RESULTS}/{{featureset}}.h5"),
+        # beside the store, which stays readable until `publish` links this in its place
+        index=f"{RESULTS}/.{{featureset}}.index.h5",
     log:
         f"{LOGS}/gather/{{featureset}}.log",
     benchmark:
@@ -13,12 +12,29 @@ rule gather:
     conda:
         "../../envs/melstore.yaml"
     params:
-        features=feature_params,
-        storage=storage_params,
-        on_error=config["on_error"],
-        min_success=config["min_success"],
-        dataset=config["dataset"],
-        versions=VERSIONS,
-        code=script_code("gather.py"),
+        **GATHER_PARAMS,
+        # holds the previous index until then: its shard files are kept one more build
+        store=lambda wildcards: store_path(wildcards.featureset),
     script:
         "../../scripts/gather.py"
+
+
+# Snakemake records the params and inputs of a gather that failed as if it had succeeded,
+# and then finds nothing to do: the store is published with them, so its record is true.
+rule publish:
+    input:
+        index=rules.gather.output.index,
+        shards=shard_paths,
+        metadata=plan.metadata_files(),
+    output:
+        store_path("{featureset}"),
+    log:
+        f"{LOGS}/publish/{{featureset}}.log",
+    localrule: True
+    conda:
+        "../../envs/melstore.yaml"
+    params:
+        **GATHER_PARAMS,
+    # a second name of the same file: no copy, and readers of the old one keep it
+    shell:
+        "ln {input.index:q} {output:q} 2> {log:q}"
