@@ -1,6 +1,5 @@
 """Compact and compressed stores: precision_db and compression, end to end and unit by unit."""
 
-import hashlib
 import stat
 import subprocess
 import sys
@@ -180,23 +179,6 @@ def test_deltas_and_natural_log_kinds_keep_the_bound(built):
         a = features(base / f"work/results/mine/{exact}.h5").astype(np.float64)
         b = features(base / f"work/results/mine/{compact}.h5")
         assert b.shape == a.shape and np.abs(b - a).max() <= 0.05
-
-
-def sha256(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def test_a_compact_store_has_the_same_bytes_for_any_shard_size_and_core_count(built):
-    base, root = built
-    other = base / "sharded"
-    run_snakemake(other, {**config(root, shard_size=2), "features": ["small"]},
-                  "--cores", "1", "results/mine/small.h5")  # fmt: skip
-    assert len(list((other / "logs/mine/extract/small").glob("*.log"))) > 1  # one job per shard
-    packed = [
-        standalone_copy(work / "results/mine/small.h5", base / f"{work.name}.h5")
-        for work in (other, base / "work")
-    ]
-    assert sha256(packed[0]) == sha256(packed[1])
 
 
 def verify(path):
