@@ -208,3 +208,20 @@ def test_progress_reaches_the_terminal_with_the_rate_and_the_time_left(capsys):
     )
     assert lines[2].startswith("melstore: seed/s0: 2/4 files computed (")
     assert lines[2].endswith("s left), 1 failed, 2 reused unchanged")
+
+
+def test_the_gather_deletes_stale_shard_files_only(tmp_path):
+    from melstore.pipeline.gather import remove_stale_shards
+
+    folder = tmp_path / "shards/seed"
+    folder.mkdir(parents=True)
+    names = ["s0-0123456789abcdef.h5", "s1-0123456789abcdef.h5", "s1-fedcba9876543210.h5",
+             ".s0-aaaaaaaaaaaaaaaa.h5.tmp42", "notes.txt", "s1.h5"]  # fmt: skip
+    for name in names:
+        (folder / name).write_text("")
+    current = [folder / "s0-0123456789abcdef.h5", folder / "s1-0123456789abcdef.h5"]
+    remove_stale_shards(tmp_path / "seed.h5", current, keep={"shards/seed/s0-0123456789abcdef.h5",
+                        "shards/seed/s1-0123456789abcdef.h5"})  # fmt: skip
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["notes.txt", "s0-0123456789abcdef.h5", "s1-0123456789abcdef.h5", "s1.h5"]
+    )

@@ -218,7 +218,8 @@ def preset_store(request, tones_root, tmp_path_factory):
         "path": ("object", paths),
         "class": ("object", [path.split("/")[0] for path in paths]),
     }
-    gather_store(manifest=manifest, shard_paths=[work / "shard.h5"], out_path=work / "store.h5",
+    gather_store(manifest=manifest, shard_paths=[work / "shard.h5"], store=work / "store.h5",
+                 out_path=work / "store.h5",
                  dataset={"name": "tones", "layout": "folder", "root": str(tones_root),
                           "metadata": None},
                  feature_set=preset, params=params)  # fmt: skip

@@ -22,6 +22,7 @@ import numpy as np
 from melstore.errors import MelstoreError
 from melstore.features.extractor import FeatureParams
 from melstore.pipeline.manifest import source_column
+from melstore.pipeline.plan import SHARD_FILE_NAME
 from melstore.store.format import (
     COMPUTED_COLUMNS,
     ERROR_COLUMN,
@@ -130,14 +131,16 @@ def listed_shards(index: str | Path) -> list[str]:
 
 
 def remove_stale_shards(index: str | Path, shard_paths: Sequence[str | Path], *, keep: set[str]):
-    """Delete the files of the shards' folder that ``keep`` (names relative to ``index``) omits.
+    """Delete the shard files of the shards' folder that ``keep`` (relative to ``index``) omits.
 
-    That is shard files of older generations, and temporary files of killed jobs.
+    That is shard files of older generations, and temporary files of killed
+    jobs; a file not named as a shard file is left alone.
     """
     folder = Path(index).parent
     for shard_folder in {Path(path).parent for path in shard_paths}:
         for path in shard_folder.iterdir():
-            if os.path.relpath(path, folder) not in keep:
+            stale = os.path.relpath(path, folder) not in keep
+            if stale and SHARD_FILE_NAME.fullmatch(path.name):
                 path.unlink(missing_ok=True)
 
 

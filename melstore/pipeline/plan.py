@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -33,6 +34,8 @@ ENTRY_COLUMNS = ("clip_id", "path", "problem")
 
 # Hex digits of the digest in a shard file's name: 64 bits, no collision among a set's shards.
 SHARD_DIGEST_CHARS = 16
+# A shard file's name (Plan.shard_file), or its writer's temporary name (melstore.files).
+SHARD_FILE_NAME = re.compile(rf"\.?s[01]*-[0-9a-f]{{{SHARD_DIGEST_CHARS}}}\.h5(\.tmp\d+)?")
 
 # Folders the workflow writes, relative to the working directory.
 OUTPUT_FOLDERS = ("results", "logs", ".snakemake")
