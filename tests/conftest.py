@@ -118,6 +118,15 @@ def standalone_copy(store: Path, out: Path) -> Path:
     return out
 
 
+def store_bytes(index: Path) -> int:
+    """The bytes of a store on disk: its index and the shard files it lists."""
+    import h5py
+
+    with h5py.File(index, "r") as opened:
+        names = opened["shards/name"].asstr()[()] if "shards" in opened else []
+    return index.stat().st_size + sum((index.parent / name).stat().st_size for name in names)
+
+
 def merged_config(workdir: Path) -> dict:
     """The config a run in ``workdir`` used: its my.yaml merged over the committed one."""
     from snakemake.utils import update_config

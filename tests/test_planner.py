@@ -10,7 +10,15 @@ from pathlib import Path
 import h5py
 import pytest
 import yaml
-from conftest import REPO, USER_CONFIG, run_snakemake, snakemake_command, tone, write_audio
+from conftest import (
+    REPO,
+    USER_CONFIG,
+    run_snakemake,
+    snakemake_command,
+    store_bytes,
+    tone,
+    write_audio,
+)
 
 MELSTORE = str(Path(sys.executable).parent / "melstore")
 # What the planner must give, as README.md and `melstore plan --help` say.
@@ -54,7 +62,7 @@ def test_plan_predicts_every_presets_store_size_and_jobs(demo_evaluated):
     assert prediction["jobs"] == extraction_jobs(workdir, "all")
     assert set(prediction["store_bytes"]) == set(config["features"])
     for name, predicted in prediction["store_bytes"].items():
-        built = (workdir / f"results/demo/{name}.h5").stat().st_size
+        built = store_bytes(workdir / f"results/demo/{name}.h5")
         assert 0.9 <= predicted / built <= 1.1, (name, predicted, built)
     assert 0 < prediction["cpu_seconds"] < 2 * prediction["wall_seconds"]
     assert prediction["mem_mb"] >= 100
@@ -71,7 +79,7 @@ def test_plan_of_variable_length_clips_and_a_broken_file(variable_build):
     assert prediction["files"] == 7
     assert prediction["unreadable_share"] == pytest.approx(1 / 7)
     predicted = prediction["store_bytes"]["var"]
-    assert 0.9 <= predicted / store.stat().st_size <= 1.1
+    assert 0.9 <= predicted / store_bytes(store) <= 1.1
     with h5py.File(store) as opened:
         assert len(opened["metadata/clip_id"]) == 6
 
@@ -128,7 +136,7 @@ def test_plan_against_the_build_with_shards_and_a_bound(folder_work):
                                                  "results/pets/compact.h5")  # fmt: skip
     run_snakemake(workdir, config, "results/pets/small.h5", "results/pets/compact.h5")
     for name in ("small", "compact"):
-        built = (workdir / f"results/pets/{name}.h5").stat().st_size
+        built = store_bytes(workdir / f"results/pets/{name}.h5")
         assert 0.9 <= prediction["store_bytes"][name] / built <= 1.1, name
     sets = prediction["feature_sets"]
     assert sets["compact"]["precision_db"] == 0.05 and sets["small"]["precision_db"] is None

@@ -32,6 +32,7 @@ from melstore.pipeline.jobs import EXTRACT_THREADS
 from melstore.pipeline.plan import Plan
 from melstore.pipeline.runtime import pin_threads, retain_freed_memory
 from melstore.store.format import ChunkEncoder
+from melstore.store.stats import Moments
 
 # Files whose headers are read to find the format and sample-rate groups.
 HEADER_SAMPLE = 400
@@ -51,8 +52,9 @@ JOB_SECONDS = 2.0  # an extraction job's start-up, imports and filter bank
 WORKER_EFFICIENCY = 0.85  # a worker's clips per second, relative to this process's
 GATHER_SECONDS = 1.0  # the gather's start-up
 GATHER_SECONDS_PER_CLIP = 25e-6  # its tables and statistics, per clip
-METADATA_BYTES_PER_CLIP = 420  # a stored clip's rows of the tables, besides its features
-STORE_FIXED_BYTES = 40_000  # a store's HDF5 structure and statistics, besides its front end
+METADATA_BYTES_PER_CLIP = 420  # a stored clip's rows of the index's tables
+SHARD_TABLE_BYTES_PER_CLIP = 150  # its row of its shard file's table, besides its moments
+STORE_FIXED_BYTES = 40_000  # an index's or a shard file's HDF5 structure, besides its front end
 JOB_BASE_MB = 160  # an extraction job's parent process
 WORKER_BASE_MB = 75  # a forked worker, before its clip's arrays
 RECORD_BYTES_PER_CLIP = 1200  # the parent's index of the clips of its previous shard files
@@ -343,6 +345,7 @@ def predict(
             / max(readable, 1e-9),
             worker_peak_mb=max(t.peak_bytes for ts in timings.values() for t in ts) / 1e6,
             fixed_bytes=STORE_FIXED_BYTES + frontend_bytes,
+            moments_bytes=Moments.empty(1, plan.feature_sets[name].frame_shape).nbytes,
             cores=cores,
             precision_db=plan.storage[name].precision_db,
         )
@@ -466,6 +469,7 @@ def _predict_set(
     bytes_per_clip: float,
     worker_peak_mb: float,
     fixed_bytes: int,
+    moments_bytes: int,
     cores: int,
     precision_db: float | None,
 ) -> SetPrediction:
@@ -475,9 +479,9 @@ def _predict_set(
         JOB_SECONDS + clips * (cpu_per_file + read_per_file) / (threads * WORKER_EFFICIENCY)
         for clips in shard_clips
     ]
-    store_bytes = int(
-        fixed_bytes + n_files * stored_share * (bytes_per_clip + METADATA_BYTES_PER_CLIP)
-    )
+    # the index and each shard file hold a front end; a clip's row and moments are in its shard
+    per_clip = bytes_per_clip + METADATA_BYTES_PER_CLIP + SHARD_TABLE_BYTES_PER_CLIP + moments_bytes
+    store_bytes = int((1 + len(shard_clips)) * fixed_bytes + n_files * stored_share * per_clip)
     gather = GATHER_SECONDS + n_files * GATHER_SECONDS_PER_CLIP  # it maps the shards, copies none
     return SetPrediction(
         cpu_seconds=n_files * cpu_per_file,

@@ -71,6 +71,11 @@ class Moments:
     def __len__(self) -> int:
         return len(self.count)
 
+    @property
+    def nbytes(self) -> int:
+        """The bytes of the arrays, as a store keeps them."""
+        return sum(array.nbytes for array in self.arrays().values())
+
     def __setitem__(self, row: int, clip: Moments) -> None:
         """Put one group's moments (e.g. :meth:`of_clip`'s) at ``row``."""
         self.count[row], self.mean[row], self.m2[row] = clip.count[0], clip.mean[0], clip.m2[0]
