@@ -7,7 +7,10 @@ import shlex
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import soundfile as sf
 import xxhash
@@ -15,7 +18,7 @@ from conftest import REPO, keep_a_copy, restore, run_snakemake, tone, write_audi
 
 from melstore.pipeline.fingerprint import script_fingerprint
 from melstore.pipeline.plan import Plan
-from melstore.store.format import read_table
+from melstore.store.format import read_shard_refs, read_table
 
 N_FILES = 30
 README = (REPO / "README.md").read_text()
@@ -30,7 +33,7 @@ def make_dataset(root):
         )
 
 
-def config(root, n_mels_b=16):
+def config(root, n_mels_b=16, shard_size=10):
     return {
         "dataset": {"name": "inc", "layout": "folder", "root": str(root)},
         "features": ["a", "b"],
@@ -38,12 +41,12 @@ def config(root, n_mels_b=16):
             "a": {"preset": "seed", "n_mels": 32, "duration": 0.5},
             "b": {"preset": "seed", "n_mels": n_mels_b, "duration": 0.5},
         },
-        "shard_size": 10,  # a few shards per set: every one reruns after a change
+        "shard_size": shard_size,  # a few shards per set: a change reruns one of them
     }
 
 
 def outputs(workdir):
-    """Every store, store record and extraction job's log, with its modification time."""
+    """Every store and extraction job's log, with its modification time."""
     return {
         p.relative_to(workdir).as_posix(): p.stat().st_mtime_ns
         for pattern in ("results/inc/*.h5", "logs/inc/extract/*/*.log")
@@ -59,14 +62,26 @@ def sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def assert_stores_equal_a_clean_build(workdir, root):
-    """Each feature set's store has the bytes of a clean build of the same files."""
+def listed(workdir, name):
+    """The shard files the store of feature set ``name`` lists, relative to its folder."""
+    with h5py.File(workdir / f"results/inc/{name}.h5", "r") as index:
+        return {ref.name for ref in read_shard_refs(index)}
+
+
+def on_disk(workdir, name):
+    """The files in the shard folder of feature set ``name``, relative to the store's folder."""
+    folder = workdir / "results/inc"
+    return {p.relative_to(folder).as_posix() for p in (folder / "shards" / name).iterdir()}
+
+
+def assert_stores_equal_a_clean_build(workdir, root, **changes):
+    """Each feature set's store and the shard files it lists have a clean build's bytes."""
     clean = workdir.parent / "clean"
-    run_snakemake(clean, config(root))
+    run_snakemake(clean, config(root, **changes))
     for name in ("a", "b"):
-        assert sha256(workdir / f"results/inc/{name}.h5") == sha256(
-            clean / f"results/inc/{name}.h5"
-        )
+        assert listed(workdir, name) == listed(clean, name)
+        for path in [f"{name}.h5", *listed(clean, name)]:
+            assert sha256(workdir / "results/inc" / path) == sha256(clean / "results/inc" / path)
 
 
 def xxh128(path):
@@ -83,21 +98,26 @@ def computed_and_reused(workdir, logs):
     return computed, reused
 
 
-def source_digests(root):
-    """Each shard's source digest and the gather state, as the Snakefile computes them at start."""
+def clips_of(workdir, logs):
+    """The clips in the shard files the extraction jobs of these logs wrote."""
+    shards = [log.replace("logs/inc/extract/", "results/inc/shards/") for log in logs]
+    return sum(len(read_table((workdir / path).with_suffix(".h5"))) for path in shards)
+
+
+def shard_files(root):
+    """Each shard's file name in set a (stand-in code and versions), and each file's shard."""
     plan = Plan.from_config(config(root), schema_path=REPO / "workflow/schemas/config.schema.yaml")
     shard_of = {path: name for name in plan.shards for _, path, _ in plan.shard_entries(name)}
-    digests = {name: plan.shard_sources(name) for name in plan.shards}
-    return digests, plan.gather_state(), shard_of
+    return {name: plan.shard_file("a", name, "code", {}) for name in plan.shards}, shard_of
 
 
 @pytest.mark.parametrize("change", ["rewrite", "touch", "older", "add", "remove", "break"])
 def test_the_listing_sees_every_changed_added_and_removed_file(tmp_path, change):
-    """The sizes and mtimes come with the listing: a change reruns its shard, and only it."""
+    """The sizes and mtimes come with the listing: a change renames its shard's file, only it."""
     root = tmp_path / "data"
     make_dataset(root)
-    before, state, shard_of = source_digests(root)
-    assert source_digests(root)[:2] == (before, state)  # nothing changed, nothing reruns
+    before, shard_of = shard_files(root)
+    assert shard_files(root)[0] == before  # nothing changed, nothing reruns
     target = root / "class1/clip04.wav"
     mtime = target.stat().st_mtime_ns
     if change == "rewrite":  # same length and mtime-second: only the bytes and mtime_ns differ
@@ -114,13 +134,12 @@ def test_the_listing_sees_every_changed_added_and_removed_file(tmp_path, change)
     else:  # a file that became a broken symlink
         target.unlink()
         target.symlink_to(tmp_path / "gone.wav")
-    after, new_state, new_shard_of = source_digests(root)
+    after, new_shard_of = shard_files(root)
     path = target.relative_to(root).as_posix()
     affected = {shard_of.get(path), new_shard_of.get(path)} - {None}
     assert {name for name in after if before.get(name) != after[name]} == (
         affected if change != "add" else {new_shard_of[path]}
     )
-    assert new_state != state
 
 
 @pytest.fixture(scope="module")
@@ -147,11 +166,13 @@ def test_parameter_change_reruns_only_that_feature_set(built):
     result = run_snakemake(workdir, config(root, n_mels_b=20))
     after = outputs(workdir)
     reasons = [line for line in result.stderr.splitlines() if "rebuilding" in line]
-    assert reasons and all(re.fullmatch(r"melstore: b/s\d*: rebuilding: n_mels: 16 -> 20", line)
-                           for line in reasons), reasons  # fmt: skip
+    assert reasons and all(
+        re.fullmatch(r"melstore: b/s\d*-[0-9a-f]+: rebuilding: n_mels: 16 -> 20", line)
+        for line in reasons
+    ), reasons
     assert rewritten(before, after, "logs/inc/extract/a/") == set()
     jobs_b = rewritten(before, after, "logs/inc/extract/b/")
-    assert jobs_b == {p for p in after if p.startswith("logs/inc/extract/b/")}
+    assert len(jobs_b) == len(listed(workdir, "b"))  # every shard of b, under a new name
     assert sha256(workdir / "results/inc/a.h5") == store_a
     assert read_table(workdir / "results/inc/b.h5").shape[0] == N_FILES
     # clips built with other parameters are never reused
@@ -160,17 +181,17 @@ def test_parameter_change_reruns_only_that_feature_set(built):
 
 def test_adding_a_file_computes_that_file_alone(built):
     root, workdir = built
-    before = outputs(workdir)
+    before, shards = outputs(workdir), {name: listed(workdir, name) for name in ("a", "b")}
     write_audio(root / "class1/new.wav", tone(16000, 0.3, 1, 999), 16000)
     result = run_snakemake(workdir, config(root))
     after = outputs(workdir)
-    assert "rebuilding: 1 file(s) added: class1/new.wav" in result.stderr
-    assert "no file of this shard changed since the last build; copying its clips" in result.stderr
+    assert result.stderr.count("rebuilding: 1 file(s) added: class1/new.wav") == 2
     for name in ("a", "b"):
         assert "class1/new.wav" in set(read_table(workdir / f"results/inc/{name}.h5")["path"])
-        # only the new file is decoded, also when its shard split in two; the rest is copied
+        # its shard's job alone runs: it decodes the new file and copies the shard's others
         jobs = rewritten(before, after, f"logs/inc/extract/{name}/")
-        assert computed_and_reused(workdir, jobs) == (1, N_FILES)
+        assert len(jobs) == 1 and len(listed(workdir, name) - shards[name]) == 1
+        assert computed_and_reused(workdir, jobs) == (1, clips_of(workdir, jobs) - 1)
 
 
 def test_removing_a_file_removes_its_row_and_computes_nothing(built):
@@ -184,7 +205,8 @@ def test_removing_a_file_removes_its_row_and_computes_nothing(built):
         paths = set(read_table(workdir / f"results/inc/{name}.h5")["path"])
         assert "class0/clip03.wav" not in paths and len(paths) == N_FILES - 1
         jobs = rewritten(before, after, f"logs/inc/extract/{name}/")
-        assert computed_and_reused(workdir, jobs) == (0, N_FILES - 1)
+        assert len(jobs) == 1
+        assert computed_and_reused(workdir, jobs) == (0, clips_of(workdir, jobs))
 
 
 def test_modifying_a_file_computes_it_alone_and_updates_its_row(built):
@@ -198,10 +220,25 @@ def test_modifying_a_file_computes_it_alone_and_updates_its_row(built):
     new = read_table(workdir / "results/inc/a.h5").set_index("path").loc["class2/clip05.wav"]
     assert new["source_xxh128"] == xxh128(root / "class2/clip05.wav") != old["source_xxh128"]
     assert new["peak_db"] < old["peak_db"] - 10
-    # one decode; the other clips are copied, and the result is a clean build's
+    # one decode; its shard's other clips are copied, and the result is a clean build's
     jobs = rewritten(before, after, "logs/inc/extract/a/")
-    assert computed_and_reused(workdir, jobs) == (1, N_FILES - 1)
+    assert len(jobs) == 1
+    assert computed_and_reused(workdir, jobs) == (1, clips_of(workdir, jobs) - 1)
     assert_stores_equal_a_clean_build(workdir, root)
+
+
+def test_a_new_shard_size_copies_the_clips_of_the_shards_it_merges(built):
+    root, workdir = built
+    before, shards = outputs(workdir), listed(workdir, "a")
+    result = run_snakemake(workdir, config(root, shard_size=12))
+    jobs = rewritten(before, outputs(workdir), "logs/inc/extract/")
+    assert result.stderr.count("no file of this shard changed since the last build") == len(jobs)
+    # a merged shard copies from both of its previous files; a shard left whole keeps its file
+    new = {Path(name).stem for name in listed(workdir, "a") - shards}
+    assert {Path(job).stem for job in jobs if "/a/" in job} == new
+    assert 0 < len(new) < len(listed(workdir, "a"))
+    assert computed_and_reused(workdir, jobs) == (0, clips_of(workdir, jobs))
+    assert_stores_equal_a_clean_build(workdir, root, shard_size=12)
 
 
 def test_a_file_that_breaks_becomes_a_failure_row_as_in_a_clean_build(built):
@@ -294,7 +331,8 @@ def test_a_rewrite_with_an_older_mtime_is_still_computed_again(built):
     os.utime(target, ns=(old_stat.st_atime_ns, old_stat.st_mtime_ns - 10**12))  # older
     run_snakemake(workdir, config(root))
     jobs = rewritten(before, outputs(workdir), "logs/inc/extract/a/")
-    assert computed_and_reused(workdir, jobs) == (1, N_FILES - 1)
+    assert len(jobs) == 1
+    assert computed_and_reused(workdir, jobs) == (1, clips_of(workdir, jobs) - 1)
     row = read_table(workdir / "results/inc/a.h5").set_index("path").loc["class1/clip04.wav"]
     assert row["source_xxh128"] == xxh128(target)
 
@@ -336,7 +374,7 @@ def test_the_readmes_recompute_commands_rebuild_a_same_size_same_mtime_rewrite(b
     before = outputs(workdir)
     output = run_readme(commands["one set"])
     assert "melstore: a/s" in output and "melstore: b/s" not in output
-    assert "forced: no file or parameter changed since the last build" in output
+    assert "forced (--forcerun, or its file was deleted): computing every clip" in output
     jobs = rewritten(before, outputs(workdir), "logs/inc/extract/")
     assert computed_and_reused(workdir, jobs) == (N_FILES, 0)  # every shard of set a
     assert [verify(store).returncode for store in stores.values()] == [0, 1]
@@ -354,17 +392,47 @@ def test_reuse_clips_false_computes_every_clip_and_changing_it_reruns_nothing(bu
     write_audio(root / "class2/clip05.wav", tone(16000, 0.2, 2, 1234, 7) * 0.1, 16000)
     run_snakemake(workdir, off)
     jobs = rewritten(before, outputs(workdir), "logs/inc/extract/")
-    assert computed_and_reused(workdir, jobs) == (2 * N_FILES, 0)  # every clip of each set
+    assert len(jobs) == 2  # the file's shard, in each set: all its clips computed
+    assert computed_and_reused(workdir, jobs) == (clips_of(workdir, jobs), 0)
     assert_stores_equal_a_clean_build(workdir, root)
+
+
+def stored(workdir, name):
+    """The features and metadata of the store of feature set ``name``."""
+    with h5py.File(workdir / f"results/inc/{name}.h5", "r") as index:
+        return index["features"][()], read_table(workdir / f"results/inc/{name}.h5")
 
 
 def test_a_file_touched_without_a_change_is_computed_again_alone(built):
     root, workdir = built
-    stores = {name: sha256(workdir / f"results/inc/{name}.h5") for name in ("a", "b")}
+    stores = {name: stored(workdir, name) for name in ("a", "b")}
     before = outputs(workdir)
     os.utime(root / "class2/clip02.wav")
     result = run_snakemake(workdir, config(root))
     assert result.stderr.count("rebuilding: 1 file(s) changed: class2/clip02.wav") == 2
     jobs = rewritten(before, outputs(workdir), "logs/inc/extract/")
-    assert computed_and_reused(workdir, jobs) == (2, 2 * (N_FILES - 1))  # the file, in each set
-    assert {name: sha256(workdir / f"results/inc/{name}.h5") for name in stores} == stores
+    assert len(jobs) == 2  # the file's shard, in each set: the file computed, the rest copied
+    assert computed_and_reused(workdir, jobs) == (2, clips_of(workdir, jobs) - 2)
+    for name, (features, table) in stores.items():
+        now = stored(workdir, name)
+        assert np.array_equal(now[0], features) and now[1].equals(table)
+
+
+def test_a_shard_file_stays_one_build_after_its_change_for_open_readers(built):
+    """Two generations at most: the gather deletes what neither its store nor the last lists."""
+    root, workdir = built
+    target = root / "class2/clip05.wav"
+    first = listed(workdir, "a")
+    features, table = stored(workdir, "a")
+    row = int(np.flatnonzero(table["path"] == "class2/clip05.wav")[0])
+    with h5py.File(workdir / "results/inc/a.h5", "r") as reader:  # opened before the rebuild
+        write_audio(target, tone(16000, 0.2, 2, 1234, 7) * 0.1, 16000)
+        run_snakemake(workdir, config(root))
+        second = listed(workdir, "a")
+        assert len(second - first) == 1 and on_disk(workdir, "a") == first | second
+        assert np.array_equal(reader["features"][row], features[row])  # its values, no hole
+    stat = target.stat()
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    run_snakemake(workdir, config(root))
+    third = listed(workdir, "a")
+    assert len(third - second) == 1 and on_disk(workdir, "a") == second | third

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from collections import defaultdict
 from contextlib import contextmanager
 from modulefinder import ModuleFinder
 from pathlib import Path
@@ -31,6 +32,8 @@ from conftest import (
     write_audio,
 )
 
+import melstore
+from melstore.errors import MelstoreError
 from melstore.pipeline.fingerprint import imported_modules
 
 DOCS = REPO / "docs/incremental.md"
@@ -67,23 +70,48 @@ def rerun_table() -> dict[str, str]:
     return {row[0]: row[1] for row in body}
 
 
-def expected_jobs(cell: str, feature_sets) -> set[tuple[str, str]]:
-    """The (rule, feature set) pairs a "jobs that rerun" cell names."""
+def expected_jobs(cell: str, feature_sets) -> set[tuple[str, str, str]]:
+    """The (rule, feature set, shards) of the jobs a "jobs that rerun" cell names.
+
+    ``extract`` runs for "every shard" of a set, or for "its shard" (the
+    changed file's) when the cell says "`extract` of its shard".
+    """
     if cell == "none":
         return set()
-    rules = re.findall(r"`(\w+)`", cell)
     sets = [feature_sets[-1]] if cell.endswith("of that set") else feature_sets
-    return {(rule, name) for rule in rules for name in sets}
-
-
-def planned_jobs(output: str) -> set[tuple[str, str]]:
-    """The (rule, feature set) of every job a dry run lists, the target rules aside."""
     jobs = set()
+    for rule, of_its_shard in re.findall(r"`(\w+)`( of its shard)?", cell):
+        shards = ("its shard" if of_its_shard else "every shard") if rule == "extract" else ""
+        jobs |= {(rule, name, shards) for name in sets}
+    return jobs
+
+
+def planned_jobs(output: str) -> set[tuple[str, str, str]]:
+    """The (rule, feature set, shards) of every job a dry run lists, the target rules aside.
+
+    Shards are said of ``extract`` only, against the shard files its set's
+    gather reads: "every shard", "its shard" (one of several), or "n of m shards".
+    """
+    jobs, extracted, gathered = set(), defaultdict(set), {}
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
         rule = re.match(r"(?:local)?rule (\w+):", block)
-        if rule and rule.group(1) not in TARGETS:
-            wildcards = re.search(r"wildcards: .*featureset=([\w-]+)", block)
-            jobs.add((rule.group(1), wildcards.group(1) if wildcards else ""))
+        if not rule or rule.group(1) in TARGETS:
+            continue
+        wildcards = re.search(r"wildcards: .*featureset=([\w-]+)", block)
+        name = wildcards.group(1) if wildcards else ""
+        if rule.group(1) == "extract":
+            extracted[name].add(re.search(r"output: (\S+)", block).group(1))
+            continue
+        jobs.add((rule.group(1), name, ""))
+        if rule.group(1) == "gather":
+            inputs = re.search(r"input: (.*)", block).group(1).split(", ")
+            gathered[name] = {path for path in inputs if "/shards/" in path}
+    for name, shards in extracted.items():
+        every = gathered[name]
+        assert shards <= every  # a shard job runs only for its set's gather
+        n = len(shards)
+        scope = "its shard" if n == 1 else f"{n} of {len(every)} shards"
+        jobs.add(("extract", name, "every shard" if shards == every else scope))
     return jobs
 
 
@@ -189,8 +217,11 @@ def remove_a_file(base, tmp_path):
 
 
 def replace_or_touch_a_file(base, tmp_path):
-    touch_later(base / "data" / FILES[5])
+    touched_file = base / "data" / FILES[5]
+    before = touched_file.stat()
+    touch_later(touched_file)
     touched = dry_run(base / "work", config(base))
+    os.utime(touched_file, ns=(before.st_atime_ns, before.st_mtime_ns))  # one change at a time
     write_audio(base / "data" / FILES[6], tone(16000, 0.3, 1, 999), 16000)
     assert dry_run(base / "work", config(base)) == touched
     return touched, list(SETS)
@@ -208,6 +239,18 @@ def move_the_root(base, tmp_path):
     moved = config(base)
     moved["dataset"]["root"] = str(base / "moved")
     return dry_run(base / "work", moved), list(SETS)
+
+
+def delete_a_shard_file(base, tmp_path):
+    """A shard file deleted: melstore refuses its store; ``--forcerun gather`` rebuilds the file."""
+    shard = next((base / "work/results/rr/shards/a").iterdir())
+    shard.unlink()
+    with pytest.raises(MelstoreError, match=f"{shard}: shard file missing"):
+        melstore.open(base / "work/results/rr/a.h5")
+    forced = dry_run(base / "work", config(base), "--forcerun", "gather")
+    gathers = expected_jobs("`gather` `report` `baseline`", list(SETS))
+    assert forced == gathers | {("extract", "a", "its shard")}
+    return dry_run(base / "work", config(base)), list(SETS)
 
 
 def edit_workflow_rules_and_docs(base, tmp_path):
@@ -241,6 +284,7 @@ CHANGES = {
     "a file removed": remove_a_file,
     "a file's content replaced, or its mtime touched": replace_or_touch_a_file,
     "labels, folds or other values of the metadata CSV": change_csv_values,
+    "a shard file deleted": delete_a_shard_file,
     "the dataset moved to a new `root`, its files keeping size and mtime (`cp -a`, `rsync -a`)": (
         move_the_root
     ),
@@ -312,17 +356,14 @@ def modules_of(script: str) -> set[str]:
 
 
 def after(rules: set[str]) -> set[str]:
-    """``rules`` and every rule downstream of them.
-
-    A gather reads temporary shards, so every extraction job runs again with it.
-    """
+    """``rules`` and every rule downstream of them (a gather alone reads the kept shard files)."""
     found, pending = set(), list(rules)
     while pending:
         rule = pending.pop()
         if rule not in found:
             found.add(rule)
             pending.extend(DOWNSTREAM[rule])
-    return found | ({"extract"} if "gather" in found else set())
+    return found
 
 
 def package_modules() -> list[str]:
@@ -368,7 +409,7 @@ def test_each_module_edit_reruns_exactly_the_rules_that_import_it(demo_kept, tmp
         original = path.read_text()
         path.write_text(original + "\nEDITED_BY_A_TEST = 1\n")
         direct = {rule for rule, modules in importers.items() if module in modules}
-        planned = {rule for rule, _ in dry_run_copy(demo_kept, workflow, demo_config)}
+        planned = {rule for rule, *_ in dry_run_copy(demo_kept, workflow, demo_config)}
         if planned != after(direct):
             wrong[module] = (sorted(planned), sorted(after(direct)))
         path.write_text(original)
@@ -380,5 +421,5 @@ def test_each_script_edit_reruns_its_rule_and_the_jobs_after_it(rule, demo_kept,
     workflow = workflow_copy(tmp_path)
     script = workflow / "scripts" / SCRIPTS[rule]
     script.write_text(script.read_text() + "\nEDITED_BY_A_TEST = 1\n")
-    planned = {job for job, _ in dry_run_copy(demo_kept, workflow, {"features": ["seed"]})}
+    planned = {job for job, *_ in dry_run_copy(demo_kept, workflow, {"features": ["seed"]})}
     assert planned == after({rule})
