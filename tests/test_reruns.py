@@ -49,7 +49,8 @@ SCRIPTS = {
 DOWNSTREAM = {
     "demo_dataset": {"extract"},
     "extract": {"gather"},
-    "gather": {"report", "baseline"},
+    "gather": {"publish"},
+    "publish": {"report", "baseline"},
     "report": set(),
     "baseline": set(),
 }
@@ -248,7 +249,7 @@ def delete_a_shard_file(base, tmp_path):
     with pytest.raises(MelstoreError, match=f"{shard}: shard file missing"):
         melstore.open(base / "work/results/rr/a.h5")
     forced = dry_run(base / "work", config(base), "--forcerun", "gather")
-    gathers = expected_jobs("`gather` `report` `baseline`", list(SETS))
+    gathers = expected_jobs("`gather` `publish` `report` `baseline`", list(SETS))
     assert forced == gathers | {("extract", "a", "its shard")}
     return dry_run(base / "work", config(base)), list(SETS)
 

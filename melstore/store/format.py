@@ -636,7 +636,9 @@ def check_shards(shards: Sequence[ShardRef], *, folder: Path) -> None:
             f"open-file limit of {limit}; raise it (ulimit -n {needed}) or read a packed copy "
             "(melstore pack)"
         )
-    rebuild = "rebuild the store with the workflow, or copy its whole results folder"
+    rebuild = (
+        "copy the store's whole results folder, or rebuild the file: snakemake --forcerun gather"
+    )
     for shard in shards:
         path = folder / shard.name
         try:
