@@ -3,20 +3,22 @@
 from melstore.pipeline.jobs import snakemake_job
 
 with snakemake_job(snakemake) as log:
-    from melstore.pipeline.gather import gather_store
+    from melstore.pipeline.gather import GatherJob, gather_store
     from melstore.pipeline.plan import load_manifest
 
     summary = gather_store(
-        manifest=load_manifest(snakemake.params.dataset).store_columns(),
-        shard_paths=snakemake.input.shards,
-        store=snakemake.params.store,
-        out_path=snakemake.output[0],
-        dataset=snakemake.params.dataset,
-        feature_set=snakemake.wildcards.featureset,
-        params=snakemake.params.features,
-        storage=snakemake.params.storage,
-        on_error=snakemake.params.on_error,
-        min_success=snakemake.params.min_success,
+        GatherJob(
+            manifest=load_manifest(snakemake.params.dataset).store_columns(),
+            shard_paths=snakemake.input.shards,
+            store=snakemake.params.store,
+            out_path=snakemake.output[0],
+            dataset=snakemake.params.dataset,
+            feature_set=snakemake.wildcards.featureset,
+            params=snakemake.params.features,
+            storage=snakemake.params.storage,
+            on_error=snakemake.params.on_error,
+            min_success=snakemake.params.min_success,
+        )
     )
     log.info("%s", summary)
     print(summary)

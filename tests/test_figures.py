@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 import melstore
 from melstore.features.presets import PRESETS, resolve_feature_set
 from melstore.pipeline.extract import ShardJob, extract_shard
-from melstore.pipeline.gather import gather_store
+from melstore.pipeline.gather import GatherJob, gather_store
 from melstore.report.figures import (
     DB_CAPTION,
     class_examples,
@@ -218,11 +218,9 @@ def preset_store(request, tones_root, tmp_path_factory):
         "path": ("object", paths),
         "class": ("object", [path.split("/")[0] for path in paths]),
     }
-    gather_store(manifest=manifest, shard_paths=[work / "shard.h5"], store=work / "store.h5",
-                 out_path=work / "store.h5",
-                 dataset={"name": "tones", "layout": "folder", "root": str(tones_root),
-                          "metadata": None},
-                 feature_set=preset, params=params)  # fmt: skip
+    dataset = {"name": "tones", "layout": "folder", "root": str(tones_root), "metadata": None}
+    store = work / "store.h5"
+    gather_store(GatherJob(manifest, [work / "shard.h5"], store, store, dataset, preset, params))
     with melstore.open(work / "store.h5") as store:
         yield store
 

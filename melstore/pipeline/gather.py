@@ -13,7 +13,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -46,29 +46,50 @@ MOMENTS_BLOCK = 1024
 ManifestColumns = Mapping[str, tuple[str, Sequence]]
 
 
-def gather_store(
-    *,
-    manifest: ManifestColumns,
-    shard_paths: Sequence[str | Path],
-    store: str | Path,
-    out_path: str | Path,
-    dataset: dict,
-    feature_set: str,
-    params: dict,
-    storage: dict | None = None,
-    on_error: str = "skip",
-    min_success: float = 0.0,
-) -> str:
-    """Write the next index of a feature set over its shard files, then delete stale shard files.
+@dataclass(frozen=True)
+class GatherJob:
+    """One gather job: a feature set's shard files, and where its next index goes.
 
-    ``manifest`` holds the stored manifest columns (clip_id, path, then the
-    dataset CSV's), as :meth:`melstore.pipeline.manifest.Manifest.store_columns`
-    gives them. ``shard_paths`` are the current shard files in shard order.
-    ``store`` is the path users open, which still holds the previous index;
-    ``out_path``, in the same folder, is where the next one is written (the
-    workflow's ``publish`` rule then links it to ``store``). ``dataset`` is the
-    config's dataset section; its name, layout, root and metadata CSV are
-    recorded so that ``melstore verify`` can re-check the sources.
+    Attributes
+    ----------
+    manifest : ManifestColumns
+        The stored manifest columns (clip_id, path, then the dataset CSV's), as
+        :meth:`melstore.pipeline.manifest.Manifest.store_columns` gives them.
+    shard_paths : sequence of str or Path
+        The current shard files, in shard order.
+    store : str or Path
+        The path users open, which still holds the previous index.
+    out_path : str or Path
+        Where the next index is written, in the same folder (the workflow's
+        ``publish`` rule then links it to ``store``).
+    dataset : dict
+        The config's dataset section; its name, layout, root and metadata CSV
+        are recorded so that ``melstore verify`` can re-check the sources.
+    feature_set : str
+        The feature set's name.
+    params, storage : dict
+        Its parameters (:meth:`FeatureParams.to_dict`) and storage
+        (:meth:`Storage.to_dict`; the shards' own).
+    on_error : {'skip', 'fail'}
+        ``fail`` refuses a store with failure rows.
+    min_success : float
+        The smallest share of files that must succeed.
+    """
+
+    manifest: ManifestColumns
+    shard_paths: Sequence[str | Path]
+    store: str | Path
+    out_path: str | Path
+    dataset: dict
+    feature_set: str
+    params: dict
+    storage: dict = field(default_factory=dict)
+    on_error: str = "skip"
+    min_success: float = 0.0
+
+
+def gather_store(job: GatherJob) -> str:
+    """Write the next index of a feature set over its shard files, then delete stale shard files.
 
     A shard file is deleted once neither the next index nor the previous one
     lists it, so a reader that opened the previous index still finds every
@@ -86,39 +107,53 @@ def gather_store(
         ``on_error='fail'`` and a file failed (in shards built before), or
         fewer than ``min_success`` of the files succeeded (Kaldi's rule).
     """
-    p = FeatureParams.from_dict(params)
-    kept = Storage.from_dict(storage or {})
-    gathering = plan_gather(manifest, shard_paths, on_error=on_error, min_success=min_success,
-                            out_path=store, storage=kept)  # fmt: skip
-    previous = listed_shards(store)
+    p, kept = FeatureParams.from_dict(job.params), Storage.from_dict(job.storage)
+    gathering = plan_gather(
+        job.manifest,
+        job.shard_paths,
+        on_error=job.on_error,
+        min_success=job.min_success,
+        out_path=job.store,
+        storage=kept,
+    )
+    previous = listed_shards(job.store)
     write_index(
-        out_path,
+        job.out_path,
         shards=gathering.refs,
         clip_shape=p.clip_shape,
         n_bins=p.n_bins,
         channels=p.channels,
         storage=kept,
-        contents={
-            "metadata": gathering.metadata,
-            "failures": gathering.failures,
-            "axes": gathering.axes(p),
-            "groups": {
-                "frontend": gathering.frontend,
-                STATS_GROUP: fold_stats(
-                    gathering, p.frame_shape, source=source_column(dataset), out_path=store
-                ),
-            },
-            "attrs": store_attrs(
-                dataset, feature_set=feature_set, params=p, versions=gathering.versions
-            )
-            | kept.attrs()
-            | gathering.error_attrs(kept),
-        },
+        contents=index_contents(job, gathering, params=p, storage=kept),
     )
-    remove_stale_shards(out_path, shard_paths, keep={*previous, *(r.name for r in gathering.refs)})
-    with h5py.File(out_path, "r") as index:
+    current = {ref.name for ref in gathering.refs}
+    remove_stale_shards(job.out_path, job.shard_paths, keep={*previous, *current})
+    with h5py.File(job.out_path, "r") as index:
         shape = index["features"].shape
-    return gathering.summary(store, kept, shape=shape, n_files=len(manifest["clip_id"][1]))
+    return gathering.summary(job.store, kept, shape=shape, n_files=len(job.manifest["clip_id"][1]))
+
+
+def index_contents(
+    job: GatherJob, gathering: Gathering, *, params: FeatureParams, storage: Storage
+) -> dict:
+    """The index's tables, axes, front end, statistics and attributes (:func:`write_contents`)."""
+    source = source_column(job.dataset)
+    return {
+        "metadata": gathering.metadata,
+        "failures": gathering.failures,
+        "axes": gathering.axes(params),
+        "groups": {
+            "frontend": gathering.frontend,
+            STATS_GROUP: fold_stats(
+                gathering, params.frame_shape, source=source, out_path=job.store
+            ),
+        },
+        "attrs": store_attrs(
+            job.dataset, feature_set=job.feature_set, params=params, versions=gathering.versions
+        )
+        | storage.attrs()
+        | gathering.error_attrs(storage),
+    }
 
 
 def listed_shards(index: str | Path) -> list[str]:
