@@ -8,7 +8,8 @@ with snakemake_job(snakemake) as log:
 
     summary = gather_store(
         GatherJob(
-            manifest=load_manifest(snakemake.params.dataset).store_columns(),
+            # paths only: the shard files hold their clips' sizes and mtimes
+            manifest=load_manifest(snakemake.params.dataset, with_stats=False).store_columns(),
             shard_paths=snakemake.input.shards,
             store=snakemake.params.store,
             out_path=snakemake.output[0],

@@ -171,9 +171,8 @@ def extract_shard(job: ShardJob) -> None:
         try:
             for entry, copy in zip(job.entries, copies, strict=True):
                 if copy is not None:
-                    values = earlier.copy(copy, writer)
+                    contents.moments.append(earlier.copy(copy, writer))
                     contents.rows.append(copy.columns)
-                    contents.moments.append(Moments.of_clip(values, n_frames=copy.n_frames_valid))
                 else:
                     store_outcome(entry, next(computed), job, writer, contents, stats)
                     progress.update(failed=len(contents.failures))

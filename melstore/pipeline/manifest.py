@@ -123,7 +123,9 @@ class Manifest:
         return columns
 
 
-def build_manifest(root: str | Path, layout: str, metadata: str | Path | None = None) -> Manifest:
+def build_manifest(
+    root: str | Path, layout: str, metadata: str | Path | None = None, *, with_stats: bool = True
+) -> Manifest:
     """List the clips of a dataset on disk.
 
     Parameters
@@ -135,6 +137,8 @@ def build_manifest(root: str | Path, layout: str, metadata: str | Path | None = 
     metadata : str or Path, optional
         A CSV replacing the layout's own (for ``folder``: an optional CSV with
         a ``path`` column, relative to ``root``).
+    with_stats : bool
+        Stat each file for its size and mtime; without, they are :data:`NO_STAT`.
 
     Raises
     ------
@@ -149,7 +153,7 @@ def build_manifest(root: str | Path, layout: str, metadata: str | Path | None = 
         raise ConfigError(f"config key 'dataset.layout': {layout!r}; choose one of {LAYOUTS}")
     csv_path = metadata_csv(root, layout, metadata)
     csv = None if csv_path is None else read_csv(csv_path)
-    return manifest_from_listing(layout, csv=csv, listing=scan_audio(root))
+    return manifest_from_listing(layout, csv=csv, listing=scan_audio(root, with_stats=with_stats))
 
 
 def metadata_csv(root: str | Path, layout: str, metadata: str | Path | None) -> Path | None:
@@ -170,10 +174,11 @@ def read_csv(path: str | Path) -> pd.DataFrame:
         raise ConfigError(f"metadata CSV {path} is not readable: {first_line}") from None
 
 
-def scan_audio(root: Path) -> Listing:
+def scan_audio(root: Path, *, with_stats: bool = True) -> Listing:
     """Find audio files below ``root`` by extension, with their size and mtime.
 
-    The stats come with the listing, so a workflow start stats each file once.
+    The stats come with the listing, so a workflow start stats each file once;
+    ``with_stats=False`` leaves them out (:data:`NO_STAT`), at a tenth of the cost.
     Hidden files (``.``-prefixed, e.g. macOS ``._x.wav``) are skipped; symlinked
     folders are not followed, and symlinked files pointing outside the root
     are flagged (only symlinks are resolved: resolving every path costs 0.4 s
@@ -197,17 +202,22 @@ def scan_audio(root: Path) -> Listing:
                     continue
                 paths.append(prefix + name)
                 problems.append(_symlink_problem(entry, real_root) if entry.is_symlink() else "")
-                try:
-                    stat = entry.stat()
-                    stats.append((stat.st_size, stat.st_mtime_ns))
-                except OSError:
-                    stats.append(NO_STAT)
+                stats.append(_stat(entry) if with_stats else NO_STAT)
     order = sorted(range(len(paths)), key=paths.__getitem__)
     return Listing(
         [paths[i] for i in order],
         [problems[i] for i in order],
         np.array(stats, dtype=np.int64).reshape(-1, 2)[order],
     )
+
+
+def _stat(entry: os.DirEntry) -> tuple[int, int]:
+    """A listed file's size and mtime, or :data:`NO_STAT` (a broken symlink)."""
+    try:
+        stat = entry.stat()
+    except OSError:
+        return NO_STAT
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _symlink_problem(entry: os.DirEntry, real_root: str) -> str:

@@ -171,14 +171,16 @@ def check_source_column(dataset: dict, manifest: Manifest) -> None:
         )
 
 
-def load_manifest(dataset: dict) -> Manifest:
-    """The manifest of the ``dataset`` config section.
+def load_manifest(dataset: dict, *, with_stats: bool = True) -> Manifest:
+    """The manifest of the ``dataset`` config section (see :func:`build_manifest`).
 
     The demo's manifest comes from its generator's plan, so it is known before
     the files exist; it equals what the layout reads from disk.
     """
     if not demo.is_demo_root(dataset["root"]):
-        return build_manifest(dataset["root"], dataset["layout"], dataset["metadata"])
+        return build_manifest(
+            dataset["root"], dataset["layout"], dataset["metadata"], with_stats=with_stats
+        )
     audio = [path for path in demo.relative_paths() if path != demo.CSV_PATH]
     return manifest_from_listing(
         dataset["layout"], csv=demo.csv_table(), listing=Listing.unstated(audio)

@@ -41,6 +41,7 @@ from melstore.store.format import (
     read_columns,
     read_shard_refs,
 )
+from melstore.store.stats import MOMENTS_GROUP, Moments
 
 # A file's size and modification time (ns): a clip is reused only if both are unchanged.
 FileStat = tuple[int, int]
@@ -130,10 +131,6 @@ class PreviousBuild:
         frames: tuple[int, int] | None  # (offset, count) in a concatenated shard
 
         @property
-        def n_frames_valid(self) -> int:
-            return int(self.columns["n_frames_valid"])
-
-        @property
         def stat(self) -> FileStat:
             """Its file's size and mtime when it was computed."""
             return int(self.columns["source_size"]), int(self.columns["source_mtime_ns"])
@@ -145,6 +142,7 @@ class PreviousBuild:
         self.forced = False
         self.frontend: dict[str, np.ndarray] = {}  # window and filter bank, if built alike
         self._open = OpenStores()
+        self._moments: dict[str, Moments] = {}  # each previous file's clip moments
         if index is None:
             return
         try:
@@ -171,6 +169,7 @@ class PreviousBuild:
                 with h5py.File(path, "r") as previous:
                     table = read_columns(previous, "metadata")
                     failures = read_columns(previous, "failures")
+                    moments = Moments.read(previous[MOMENTS_GROUP])
                     builds.append(shard_build(previous.attrs))
                     if builds[-1] == build and not self.frontend:
                         self.frontend = {k: v[()] for k, v in previous["frontend"].items()}
@@ -181,6 +180,7 @@ class PreviousBuild:
                 np.ones(len(keys), bool) if stop >= 2**KEY_BITS else keys < np.uint64(stop)
             )
             failed |= set(failures["path"].tolist())
+            self._moments[path] = moments
             for row in np.flatnonzero(inside).tolist():
                 columns = {name: table[name][row] for name in SHARD_COLUMNS}
                 frames = (
@@ -206,23 +206,18 @@ class PreviousBuild:
         """The previous clip with this id, path, size and mtime, if any."""
         return None if stat is None else self.clips.get((clip_id, path, stat))
 
-    def copy(self, clip: PreviousBuild.Clip, writer: StoreWriter) -> np.ndarray:
+    def copy(self, clip: PreviousBuild.Clip, writer: StoreWriter) -> Moments:
         """Append a previous clip to ``writer``, as raw chunk bytes where the layout allows.
 
-        Returns the clip's stored values (for its moments).
+        Returns the clip's moments, as its previous file keeps them.
         """
         features = self._open.features(clip.file)
         if clip.frames is None:
-            chunk = features.id.read_direct_chunk(writer.chunk_offset(clip.row))[1]
-            writer.append_chunk(chunk)
-            # without filters a chunk's bytes are the values themselves: no decoding
-            if features.compression is None and not features.shuffle:
-                return np.frombuffer(chunk, features.dtype).reshape(features.shape[1:])
-            return features[clip.row]  # decoded by HDF5's filters
-        start, count = clip.frames
-        values = features[:, start : start + count]
-        writer.append(values)
-        return values
+            writer.append_chunk(features.id.read_direct_chunk(writer.chunk_offset(clip.row))[1])
+        else:
+            start, count = clip.frames
+            writer.append(features[:, start : start + count])
+        return self._moments[clip.file][clip.row : clip.row + 1]
 
     def __enter__(self) -> PreviousBuild:
         return self

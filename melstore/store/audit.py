@@ -172,9 +172,11 @@ def _across_folds(table: pd.DataFrame, folds: pd.Series, column: str, kind: str)
     known = values.notna() & (values.astype(str) != "")
     frame = table.loc[known, ["path"]].assign(value=values[known].astype(str), fold=folds[known])
     spread = frame.groupby("value")["fold"].nunique()
+    leaking = frame[frame["value"].isin(spread.index[spread > 1])]
+    # one sort and one grouping: a dataset of many duplicates is not scanned once per duplicate
+    leaking = leaking.sort_values(["value", "fold", "path"], kind="stable")
     leaks = []
-    for value in sorted(spread.index[spread > 1]):
-        clips = frame[frame["value"] == value].sort_values(["fold", "path"])
+    for value, clips in leaking.groupby("value", sort=False):
         pairs = list(zip(clips["fold"].tolist(), clips["path"].tolist(), strict=True))
         leaks.append(Leak(kind, column, value, pairs))
     return leaks

@@ -652,14 +652,9 @@ def _fallback_folds(metadata: pd.DataFrame, n_splits: int, *, source: str | None
         groups = sources.where(sources != "", alone)
         folds[:] = grouped_folds(labels.to_numpy(), groups.to_numpy(), n_splits) + 1
         return folds
-    order = pd.DataFrame(
-        {
-            "label": labels,
-            "hash": [hashlib.sha256(str(c).encode()).hexdigest() for c in metadata["clip_id"]],
-        },
-        index=metadata.index,
-    ).sort_values(["label", "hash"], kind="stable")
-    folds[order.index] = np.arange(len(order)) % n_splits + 1
+    hashes = [hashlib.sha256(str(c).encode()).hexdigest() for c in metadata["clip_id"]]
+    order = np.lexsort((np.array(hashes, dtype=str), labels.to_numpy(dtype=str)))
+    folds.iloc[order] = np.arange(len(order)) % n_splits + 1
     return folds
 
 
