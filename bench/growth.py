@@ -235,7 +235,8 @@ def disk_mb(folder: Path) -> float:
               help="snakemake's --cores, and the corpus writers.")  # fmt: skip
 @click.option("--reruns-only", is_flag=True, help="Skip the clean build; needs a built workdir.")
 @click.option("--tiny", is_flag=True,
-              help="0.1 s clips copied from 64; only the store target's changed-file runs.")  # fmt: skip
+              help="0.1 s clips copied from 64; "
+                   "only the store target's changed-file runs.")  # fmt: skip
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Scratch folder [default: bench/cache/growth-FILES].")  # fmt: skip
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=RESULTS,
