@@ -1,11 +1,11 @@
-"""The ``melstore`` command line: info, show, export, pack, verify, audit and plan.
+"""The ``melstore`` command line: info, show, export, pack, verify, audit, features and plan.
 
 Exit status: 0 on success; 2 with one line on stderr for bad input, either
 ``Error: <message>`` (a missing file, not a store, an unknown clip) or, for
 arguments click refuses (an unknown option, a bad choice, a missing argument),
 ``melstore <command>: <click's message>``; 1 when ``verify`` finds the store
-differs from its sources or its recorded computation, or ``audit`` finds
-leakage.
+differs from its sources or its recorded computation, ``audit`` finds
+leakage, or ``features`` cannot compute a file.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from melstore.errors import MelstoreError
+from melstore.errors import MelstoreError, VersionWarning
 
 if TYPE_CHECKING:
     from melstore.store.reader import Store
@@ -93,7 +93,8 @@ class Commands(OneLineCommand, click.Group):
 )
 @click.version_option(package_name="melstore")
 def main() -> None:
-    """Log-scaled mel spectrogram feature stores: inspect, plot, export, pack and check them."""
+    """Log-scaled mel spectrogram feature stores: inspect, plot, export, pack and check them,
+    and compute their features for new audio."""
 
 
 @main.command()
@@ -302,8 +303,8 @@ def verify(
         click.echo(f"{change.kind:<8} {change.path}")
     summary = [_precision_summary(bound, measured, problems), _source_summary(changes)]
     if drift is not None:
-        for name, (recorded, now) in drift.versions.items():
-            click.echo(f"version  {name} {recorded} in the store, {now} here")
+        for name, change in drift.versions.items():
+            click.echo(f"version  {name} {change.recorded} in the store, {change.installed} here")
         for clip_id, why in drift.skipped.items():
             click.echo(f"skipped  {clip_id}: {why}")
         for clip_id, difference in drift.beyond.items():
@@ -329,9 +330,11 @@ def _source_summary(changes: list) -> str:
 
 
 def _drift_summary(drift) -> str:
+    from melstore.store.format import describe_version_changes
+
     clip_id, largest = drift.largest
     verdict = "DRIFT" if drift.beyond else "no drift"
-    versions = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in drift.versions.items())
+    versions = describe_version_changes(drift.versions)
     return (
         f"{verdict}: recomputed {len(drift.differences)} clips, largest difference "
         f"{largest:.4g} ({clip_id or 'none'}), tolerance {drift.tolerance:g}; "
@@ -369,6 +372,87 @@ def audit(store: Path, source_column: str | None) -> None:
         click.echo(f"\nclips per class and {found.fold_column}:\n{found.balance}")
     click.echo(found.summary(), err=True)
     sys.exit(1 if found.leaks else 0)
+
+
+def _distinct_files(ctx: click.Context, param: click.Parameter, paths: tuple[str, ...]):
+    """The AUDIO arguments, each once: a second one would overwrite the first's key."""
+    seen = set()
+    for path in paths:
+        if path in seen:
+            raise click.BadParameter(f"{path} is given twice", ctx=ctx, param=param)
+        seen.add(path)
+    return paths
+
+
+def _features_suffix(ctx: click.Context, param: click.Parameter, output: Path) -> Path:
+    """The output file, if its suffix names a format ``features`` writes."""
+    from melstore.store.feature_files import writer_for
+
+    try:
+        writer_for(output)
+    except MelstoreError as err:
+        raise click.BadParameter(str(err), ctx=ctx, param=param) from None
+    return output
+
+
+@main.command()
+@STORE
+@click.argument("audio", nargs=-1, required=True, callback=_distinct_files)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_features_suffix,
+    help="File to write: .npz (an array per AUDIO, keyed by its path as given), .npy "
+    "(the clips stacked in the order given) or .h5 (features and a path per clip).",
+)
+@click.option(
+    "--unrounded",
+    is_flag=True,
+    help="For a store with precision_db: the values before rounding, not as the store keeps them.",
+)
+def features(store: Path, audio: tuple[str, ...], output: Path, unrounded: bool) -> None:
+    """Compute STORE's features for new AUDIO files, exactly as its build computed its clips.
+
+    The window, filter bank, parameters and rounding all come from STORE, so a
+    file STORE holds gets the values STORE keeps. OUT holds float32 features
+    shaped like STORE's clips. In a .npy they are stacked (N, ...), which a
+    variable-length STORE allows for one file only. A file that cannot be
+    decoded gets one line on stderr and is left out; a .npy is then not
+    written. OUT is written atomically. Exits 0 when every file was computed,
+    1 when one failed, 2 on bad arguments.
+    """
+    import warnings
+
+    from melstore.pipeline.extract import Progress
+    from melstore.store.feature_files import write_features
+    from melstore.store.inference import Extractor
+
+    start = time.perf_counter()
+    progress = Progress(f"features {output.name}", total=len(audio), reused=None)
+    failures = []
+
+    def on_file(path: str, failure: str | None) -> None:
+        if failure is not None:
+            click.echo(failure, err=True)
+            failures.append(path)
+        progress.update(failed=len(failures))
+
+    with expected_errors(output=output):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", VersionWarning)
+            extractor = Extractor(store, rounded=not unrounded)
+        for warning in caught:
+            click.echo(f"warning: {warning.message}", err=True)
+        written = write_features(output, extractor, audio, on_file=on_file)
+    seconds = time.perf_counter() - start
+    counts = f"{len(written.computed)} of {len(audio)} files computed ({seconds:.1f} s)"
+    if written.kept:
+        click.echo(f"{output}: {counts}, {_size(output.stat().st_size)}")
+    else:
+        click.echo(f"{output} not written: {counts}", err=True)
+    sys.exit(1 if written.failed else 0)
 
 
 @main.command()

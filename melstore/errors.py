@@ -1,4 +1,4 @@
-"""The exception types melstore raises for bad input and bad configuration."""
+"""The exception types melstore raises for bad input and bad configuration, and its warning."""
 
 
 class MelstoreError(Exception):
@@ -15,3 +15,11 @@ class ConfigError(MelstoreError):
 
 class AudioError(MelstoreError):
     """One audio file cannot be turned into features; the message is the reason."""
+
+
+class VersionWarning(UserWarning):
+    """Features are computed with other library versions than a store was built with.
+
+    They may then differ slightly from the store's; the message names the
+    versions on one line.
+    """

@@ -230,6 +230,66 @@ def variable_build(tmp_path_factory):
     return workdir, workdir / "results/ponds/var.h5"
 
 
+# The leaky ESC-50 folder: (filename, fold, target, src_file, frequency of its tone).
+LEAKY_ESC50_CLIPS = [
+    ("1-100-A-0.wav", 1, 0, 100, 300),
+    ("1-101-A-1.wav", 1, 1, 101, 900),
+    ("2-200-A-0.wav", 2, 0, 200, 350),
+    ("2-201-A-1.wav", 2, 1, 201, 950),
+    ("3-300-A-0.wav", 3, 0, 300, 400),
+    ("3-200-B-1.wav", 3, 1, 200, 1000),  # planted: shares src_file 200 with fold 2
+    ("4-400-A-0.wav", 4, 0, 400, 450),  # half a second: padded
+    ("4-401-A-1.wav", 4, 1, 401, 1050),
+    ("5-500-A-0.wav", 5, 0, 500, 500),
+    ("5-900-A-1.wav", 5, 1, 900, None),  # planted: the bytes of 1-101-A-1.wav
+]
+LEAKY_COPY, LEAKY_ORIGINAL = "audio/5-900-A-1.wav", "audio/1-101-A-1.wav"
+LEAKY_SHARED = ("audio/2-200-A-0.wav", "audio/3-200-B-1.wav")
+LEAKY_FEATURE_SETS = {
+    "small": {"preset": "seed", "n_mels": 32, "duration": 1.0},
+    "compact": {
+        "preset": "seed", "n_mels": 24, "duration": 1.0, "deltas": True, "precision_db": 0.05,
+    },
+}  # fmt: skip
+
+
+def make_leaky_esc50(root):
+    """The ESC-50 layout of LEAKY_ESC50_CLIPS, tones with noise (one of them short), and its CSV."""
+    for i, (name, _, _, _, freq) in enumerate(LEAKY_ESC50_CLIPS):
+        path = root / "audio" / name
+        if freq is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(root / LEAKY_ORIGINAL, path)
+        else:
+            seconds = 0.5 if name.startswith("4-400") else 1.0
+            write_audio(path, tone(22050, seconds, 1, freq, seed=i), 22050)
+    rows = [
+        dict(filename=name, fold=fold, target=target, category=f"c{target}", esc10=False,
+             src_file=src, take=name.split("-")[2])
+        for name, fold, target, src, _ in LEAKY_ESC50_CLIPS
+    ]  # fmt: skip
+    (root / "meta").mkdir()
+    pd.DataFrame(rows).to_csv(root / "meta/esc50.csv", index=False)
+
+
+@pytest.fixture(scope="session")
+def leaky(tmp_path_factory):
+    """The leaky ESC-50 folder built through `snakemake all`: the work directory and data root.
+
+    Its ``compact`` set is a compact store (``precision_db``) with deltas. Tests only read it.
+    """
+    root = tmp_path_factory.mktemp("leaky-esc50")
+    make_leaky_esc50(root)
+    workdir = tmp_path_factory.mktemp("leaky-build")
+    config = {
+        "dataset": {"name": "esc", "layout": "esc50", "root": str(root)},
+        "features": list(LEAKY_FEATURE_SETS),
+        "feature_sets": LEAKY_FEATURE_SETS,
+    }
+    run_snakemake(workdir, config)
+    return workdir, root
+
+
 def assert_real_image(path: Path, *, min_colours: int = 500) -> None:
     """``path`` is a PNG with real content: decodable, mostly not background, many colours."""
     from matplotlib.image import imread

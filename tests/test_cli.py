@@ -242,6 +242,13 @@ USAGE_ERRORS = [
         line="melstore export: Missing option '--format'. Choose from: npz, parquet",
     ),
     usage_error("show", "{store}", "0", line="melstore show: Missing option '-o' / '--output'"),
+    usage_error(
+        "features", "{store}", "a.wav", "-o", "{tmp}/x.csv",
+        line="melstore features: Invalid value for '-o' / '--output': {tmp}/x.csv: end it in "
+        ".npz, .npy or .h5, not '.csv'",
+    ),
+    usage_error("features", "{store}", "-o", "{tmp}/x.npz",
+                line="melstore features: Missing argument 'AUDIO...'"),
     usage_error("plan", line="melstore plan: Missing option '--configfile'"),
     usage_error(
         "plan", "--configfile", "{store}", "--cores", "0",

@@ -10,69 +10,22 @@ import shutil
 
 import h5py
 import numpy as np
-import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import REPO, run_snakemake, standalone_copy, tone, write_audio
+from conftest import (
+    LEAKY_COPY,
+    LEAKY_FEATURE_SETS,
+    LEAKY_ORIGINAL,
+    LEAKY_SHARED,
+    REPO,
+    run_snakemake,
+    standalone_copy,
+    tone,
+    write_audio,
+)
 
 import melstore
 from melstore.cli import main
-
-# The leaky ESC-50 folder: (filename, fold, target, src_file, frequency of its tone).
-ESC50_CLIPS = [
-    ("1-100-A-0.wav", 1, 0, 100, 300),
-    ("1-101-A-1.wav", 1, 1, 101, 900),
-    ("2-200-A-0.wav", 2, 0, 200, 350),
-    ("2-201-A-1.wav", 2, 1, 201, 950),
-    ("3-300-A-0.wav", 3, 0, 300, 400),
-    ("3-200-B-1.wav", 3, 1, 200, 1000),  # planted: shares src_file 200 with fold 2
-    ("4-400-A-0.wav", 4, 0, 400, 450),  # half a second: padded
-    ("4-401-A-1.wav", 4, 1, 401, 1050),
-    ("5-500-A-0.wav", 5, 0, 500, 500),
-    ("5-900-A-1.wav", 5, 1, 900, None),  # planted: the bytes of 1-101-A-1.wav
-]
-COPY, ORIGINAL = "audio/5-900-A-1.wav", "audio/1-101-A-1.wav"
-SHARED = ("audio/2-200-A-0.wav", "audio/3-200-B-1.wav")
-FEATURE_SETS = {
-    "small": {"preset": "seed", "n_mels": 32, "duration": 1.0},
-    "compact": {
-        "preset": "seed", "n_mels": 24, "duration": 1.0, "deltas": True, "precision_db": 0.05,
-    },
-}  # fmt: skip
-
-
-def make_leaky_esc50(root):
-    """The ESC-50 layout of ESC50_CLIPS, tones with noise (one of them short), and its CSV."""
-    for i, (name, _, _, _, freq) in enumerate(ESC50_CLIPS):
-        path = root / "audio" / name
-        if freq is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(root / ORIGINAL, path)
-        else:
-            seconds = 0.5 if name.startswith("4-400") else 1.0
-            write_audio(path, tone(22050, seconds, 1, freq, seed=i), 22050)
-    rows = [
-        dict(filename=name, fold=fold, target=target, category=f"c{target}", esc10=False,
-             src_file=src, take=name.split("-")[2])
-        for name, fold, target, src, _ in ESC50_CLIPS
-    ]  # fmt: skip
-    (root / "meta").mkdir()
-    pd.DataFrame(rows).to_csv(root / "meta/esc50.csv", index=False)
-
-
-@pytest.fixture(scope="module")
-def leaky(tmp_path_factory):
-    """The leaky ESC-50 folder built through `snakemake all`: the work directory and data root."""
-    root = tmp_path_factory.mktemp("leaky-esc50")
-    make_leaky_esc50(root)
-    workdir = tmp_path_factory.mktemp("leaky-build")
-    config = {
-        "dataset": {"name": "esc", "layout": "esc50", "root": str(root)},
-        "features": list(FEATURE_SETS),
-        "feature_sets": FEATURE_SETS,
-    }
-    run_snakemake(workdir, config)
-    return workdir, root
 
 
 def numpy_stats(store, held_out):
@@ -96,7 +49,7 @@ def assert_stats_match_numpy(path):
             np.testing.assert_allclose(std, expected_std, rtol=1e-5, atol=1e-9)
 
 
-@pytest.mark.parametrize("feature_set", FEATURE_SETS)
+@pytest.mark.parametrize("feature_set", LEAKY_FEATURE_SETS)
 def test_per_fold_train_stats_equal_numpy_for_every_fold(leaky, feature_set):
     assert_stats_match_numpy(leaky[0] / f"results/esc/{feature_set}.h5")
 
@@ -130,18 +83,18 @@ def test_stats_after_a_rerun_that_copies_clips_still_equal_numpy(leaky, tmp_path
     copy_dir, data = tmp_path / "work", tmp_path / "data"
     shutil.copytree(workdir, copy_dir)
     shutil.copytree(root, data)
-    config = json.loads(json.dumps(FEATURE_SETS))
+    config = json.loads(json.dumps(LEAKY_FEATURE_SETS))
     changed = data / "audio/4-401-A-1.wav"
     write_audio(changed, tone(22050, 0.5, 1, 620, seed=7), 22050)
     full = {
         "dataset": {"name": "esc", "layout": "esc50", "root": str(data)},
-        "features": list(FEATURE_SETS),
+        "features": list(LEAKY_FEATURE_SETS),
         "feature_sets": config,
     }
     run_snakemake(copy_dir, full)
     logs = "".join(p.read_text() for p in (copy_dir / "logs/esc/extract").rglob("*.log"))
     assert "reused unchanged" in logs and "1 file(s) changed" in logs
-    for feature_set in FEATURE_SETS:
+    for feature_set in LEAKY_FEATURE_SETS:
         assert_stats_match_numpy(copy_dir / f"results/esc/{feature_set}.h5")
 
 
@@ -184,15 +137,15 @@ def run(*args):
     return CliRunner().invoke(main, [str(arg) for arg in args])
 
 
-@pytest.mark.parametrize("feature_set", FEATURE_SETS)
+@pytest.mark.parametrize("feature_set", LEAKY_FEATURE_SETS)
 def test_audit_names_the_planted_copy_and_the_shared_source_and_exits_1(leaky, feature_set):
     result = run("audit", leaky[0] / f"results/esc/{feature_set}.h5")
     assert result.exit_code == 1, result.output
     identical = [line for line in result.stdout.splitlines() if line.startswith("identical")]
     shared = [line for line in result.stdout.splitlines() if line.startswith("shared")]
-    assert len(identical) == 1 and f"fold 1 {ORIGINAL}" in identical[0]
-    assert f"fold 5 {COPY}" in identical[0]
-    assert shared == [f"shared    src_file 200: fold 2 {SHARED[0]}, fold 3 {SHARED[1]}"]
+    assert len(identical) == 1 and f"fold 1 {LEAKY_ORIGINAL}" in identical[0]
+    assert f"fold 5 {LEAKY_COPY}" in identical[0]
+    assert shared == [f"shared    src_file 200: fold 2 {LEAKY_SHARED[0]}, fold 3 {LEAKY_SHARED[1]}"]
     [summary] = result.stderr.strip().splitlines()
     assert "LEAKAGE across folds: 1 identical audio (2 clips), 1 shared src_file (2 clips)" in (
         summary
@@ -202,7 +155,7 @@ def test_audit_names_the_planted_copy_and_the_shared_source_and_exits_1(leaky, f
 
 def test_the_report_has_the_audit_page(leaky):
     page = (leaky[0] / "results/esc/report/small/audit.html").read_text()
-    for path in (ORIGINAL, COPY, *SHARED):
+    for path in (LEAKY_ORIGINAL, LEAKY_COPY, *LEAKY_SHARED):
         assert path in page
     assert "LEAKAGE across folds" in page and "Clips per class and fold" in page
 
@@ -228,11 +181,11 @@ def test_audit_by_a_named_column_and_bad_input_exit_2(leaky, tmp_path):
         assert (message or "missing.h5: no such file") in result.output
 
 
-@pytest.mark.parametrize("feature_set", FEATURE_SETS)
+@pytest.mark.parametrize("feature_set", LEAKY_FEATURE_SETS)
 def test_verify_recompute_passes_a_fresh_store(leaky, feature_set):
     result = run("verify", leaky[0] / f"results/esc/{feature_set}.h5", "--recompute", "20")
     assert result.exit_code == 0, result.output
-    tolerance = FEATURE_SETS[feature_set].get("precision_db", 0.01)
+    tolerance = LEAKY_FEATURE_SETS[feature_set].get("precision_db", 0.01)
     assert "no drift: recomputed 10 clips" in result.stderr
     assert f"tolerance {tolerance:g}; versions as recorded" in result.stderr
 

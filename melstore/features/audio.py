@@ -63,14 +63,19 @@ def file_checksum(path: str | Path) -> str:
     try:
         with open(path, "rb") as handle:
             return hashlib.file_digest(handle, xxhash.xxh3_128).hexdigest()
-    except FileNotFoundError:
-        raise AudioError("file not found") from None
-    except PermissionError:
-        raise AudioError("cannot read file: permission denied") from None
-    except IsADirectoryError:
-        raise AudioError("is a directory, not an audio file") from None
     except OSError as err:
-        raise AudioError(f"cannot read file: {err.strerror or err}") from None
+        raise unreadable(err) from None
+
+
+def unreadable(err: OSError) -> AudioError:
+    """Why a file cannot be read, in the words of the failures table."""
+    if isinstance(err, FileNotFoundError):
+        return AudioError("file not found")
+    if isinstance(err, PermissionError):
+        return AudioError("cannot read file: permission denied")
+    if isinstance(err, IsADirectoryError):
+        return AudioError("is a directory, not an audio file")
+    return AudioError(f"cannot read file: {err.strerror or err}")
 
 
 def read_header(path: str | Path) -> AudioInfo:
@@ -112,11 +117,15 @@ def decode(
     Raises
     ------
     AudioError
-        If the bytes are not decodable audio, hold no frames, or hold
-        non-finite samples.
+        If the file cannot be read, or the bytes are not decodable audio,
+        hold no frames, or hold non-finite samples.
     """
     in_memory = isinstance(source, bytes)
-    if (len(source) if in_memory else os.stat(source).st_size) == 0:
+    try:
+        size = len(source) if in_memory else os.stat(source).st_size
+    except OSError as err:  # a build hashes each file first; a caller may not
+        raise unreadable(err) from None
+    if size == 0:
         raise AudioError("empty file (0 bytes)")
     try:
         with sf.SoundFile(io.BytesIO(source) if in_memory else os.fspath(source)) as audio:

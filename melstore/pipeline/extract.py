@@ -317,9 +317,13 @@ def say(line: str) -> None:
 
 
 class Progress:
-    """Files done / total, the rate and the time left, at most every few seconds."""
+    """Files done / total, the rate and the time left, at most every few seconds.
 
-    def __init__(self, name: str, *, total: int, reused: int, every_seconds: float = 5.0):
+    ``reused`` counts the files copied from a previous build; None where
+    nothing can be reused (``melstore features``), and the line omits it.
+    """
+
+    def __init__(self, name: str, *, total: int, reused: int | None, every_seconds: float = 5.0):
         self.name, self.total, self.reused, self.every = name, total, reused, every_seconds
         self.done_count = self.failed = 0
         self.start = self.last = time.monotonic()
@@ -340,7 +344,8 @@ class Progress:
         rate = self.done_count / max(now - self.start, 1e-9)
         left = self.total - self.done_count
         eta = f", {left / rate:.0f} s left" if left and rate > 0 else ""
+        reused = "" if self.reused is None else f", {self.reused} reused unchanged"
         say(
             f"{self.name}: {self.done_count}/{self.total} files computed ({rate:.1f} files/s"
-            f"{eta}), {self.failed} failed, {self.reused} reused unchanged"
+            f"{eta}), {self.failed} failed{reused}"
         )

@@ -14,7 +14,13 @@ from melstore.features.audio import file_checksum
 from melstore.features.extractor import FeatureExtractor, FeatureParams, Frontend
 from melstore.pipeline.extract import compute_clip
 from melstore.pipeline.manifest import build_manifest
-from melstore.store.format import Storage, library_versions, open_store, read_group
+from melstore.store.format import (
+    Storage,
+    VersionChange,
+    open_store,
+    read_group,
+    version_changes,
+)
 from melstore.store.reader import Store
 
 # Default tolerance of a recomputed value (store units), unless its precision_db is coarser.
@@ -85,14 +91,14 @@ class Drift:
         Clips not compared, by clip id, and why (their file changed or fails now).
     tolerance : float
         The largest difference allowed.
-    versions : dict of str to (str, str)
-        The libraries whose version differs: (recorded in the store, now).
+    versions : dict of str to VersionChange
+        The libraries whose version differs from the store's, by name.
     """
 
     differences: dict[str, float]
     skipped: dict[str, str]
     tolerance: float
-    versions: dict[str, tuple[str, str]]
+    versions: dict[str, VersionChange]
 
     @property
     def largest(self) -> tuple[str, float]:
@@ -164,10 +170,4 @@ def recompute_clips(
                 else float("inf")
             )
         recorded = opened.versions
-    now = library_versions()
-    versions = {
-        name: (recorded.get(name, "?"), now.get(name, "?"))
-        for name in sorted(set(recorded) | set(now))
-        if recorded.get(name) != now.get(name)
-    }
-    return Drift(differences, skipped, tolerance, versions)
+    return Drift(differences, skipped, tolerance, version_changes(recorded))

@@ -50,7 +50,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import h5py
 import numpy as np
@@ -88,6 +88,28 @@ def library_versions() -> dict[str, str]:
     versions["libsndfile"] = soundfile.__libsndfile_version__
     versions["hdf5"] = h5py.version.hdf5_version
     return versions
+
+
+class VersionChange(NamedTuple):
+    """A library whose installed version is not the one a store records ('?': none known)."""
+
+    recorded: str
+    installed: str
+
+
+def version_changes(recorded: Mapping[str, str]) -> dict[str, VersionChange]:
+    """The libraries whose installed version differs from ``recorded`` (a store's), by name."""
+    installed = library_versions()
+    return {
+        name: VersionChange(recorded.get(name, "?"), installed.get(name, "?"))
+        for name in sorted(set(recorded) | set(installed))
+        if recorded.get(name) != installed.get(name)
+    }
+
+
+def describe_version_changes(changes: Mapping[str, VersionChange]) -> str:
+    """The changes on one line: ``librosa 0.10.2 -> 0.11.0, numpy 1.26.4 -> 2.1.0``."""
+    return ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changes.items())
 
 
 # Rows a store of unknown size grows by, at least (unwritten rows take no space).
