@@ -4,7 +4,8 @@ Layers, lowest first, one subpackage each: ``features`` (audio input, feature
 kinds, parameters, presets); ``store`` (format, writer, reader, export, torch
 dataset); ``pipeline`` (plan, manifest, shards, extraction, reuse, gather, job
 adapter); ``report`` (figures, tables, baseline). ``errors`` and ``files`` sit
-below them all; the command line and ``melstore/__init__`` above.
+below them all; the command line, ``melstore/__init__`` and the PyTorch front end
+(``melstore.torch``) above.
 """
 
 import ast
@@ -14,9 +15,10 @@ from conftest import REPO, run_python
 
 PACKAGE = REPO / "melstore"
 LAYERS = {"errors": 0, "files": 0, "features": 1, "store": 2, "pipeline": 3, "report": 4,
-          "cli": 5, "__init__": 5}  # fmt: skip
-# What reading a store may not pull in: decoders, DSP, the workflow engine, plotting.
-NOT_FOR_READING = ("soundfile", "soxr", "scipy", "librosa", "snakemake", "matplotlib", "xxhash")
+          "cli": 5, "__init__": 5, "torch": 5}  # fmt: skip
+# What reading a store may not pull in: decoders, DSP, the workflow engine, plotting, PyTorch.
+NOT_FOR_READING = ("soundfile", "soxr", "scipy", "librosa", "snakemake", "matplotlib", "xxhash",
+                   "torch")  # fmt: skip
 
 
 def module_name(path) -> str:

@@ -12,8 +12,11 @@ name by :func:`register_kind`; the rest of melstore gets the kind's object from
 :class:`VGGish`
     VGGish's ``mel_features.log_mel_spectrogram``.
 
-The methods that need librosa or scipy import them, so that the store's
-readers, which import this module, never load them.
+Each kind also computes its features in PyTorch, for a batch of waveforms
+(:meth:`FeatureKind.torch_power_spectrogram`, :meth:`FeatureKind.torch_log`),
+which :class:`melstore.torch.FrontEnd` runs. The methods that need librosa,
+scipy or torch import them, so that the store's readers, which import this
+module, never load them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from melstore.errors import ConfigError
 from melstore.features.audio import fix_length
 
 if TYPE_CHECKING:
+    import torch
     from scipy.sparse import csr_array
 
     from melstore.features.extractor import FeatureParams
@@ -162,6 +166,37 @@ class FeatureKind(ABC):
         """Log-scale a :meth:`power_spectrogram` whose largest value is ``peak``."""
 
     @abstractmethod
+    def torch_power_spectrogram(
+        self,
+        waveforms: torch.Tensor,
+        *,
+        params: FeatureParams,
+        window: torch.Tensor,
+        filterbank: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """:meth:`power_spectrogram` of a batch, in PyTorch.
+
+        Parameters
+        ----------
+        waveforms : torch.Tensor
+            (batch, samples) at ``params.sr``, trimmed or padded.
+        params : FeatureParams
+        window : torch.Tensor
+            The :meth:`front_end`'s window, in the dtype of ``waveforms``.
+        filterbank : torch.Tensor or None
+            The :meth:`front_end`'s filter bank, dense.
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, n_bins, n_frames).
+        """
+
+    @abstractmethod
+    def torch_log(self, power: torch.Tensor, *, params: FeatureParams) -> torch.Tensor:
+        """:meth:`log` of a batch of :meth:`torch_power_spectrogram`, each item by its own peak."""
+
+    @abstractmethod
     def problem(self, params: FeatureParams) -> tuple[str, str] | None:
         """The first parameter that contradicts the kind's reference, and why.
 
@@ -196,6 +231,23 @@ class _MelKind(FeatureKind):
     ) -> np.ndarray:
         return _mel_spectrogram(
             y,
+            params=params,
+            window=window,
+            filterbank=filterbank,
+            frame_length=self.frame_length(params),
+            centred=self.centred(params),
+        )
+
+    def torch_power_spectrogram(
+        self,
+        waveforms: torch.Tensor,
+        *,
+        params: FeatureParams,
+        window: torch.Tensor,
+        filterbank: torch.Tensor | None,
+    ) -> torch.Tensor:
+        return _torch_mel_spectrogram(
+            waveforms,
             params=params,
             window=window,
             filterbank=filterbank,
@@ -260,11 +312,9 @@ class LogMel(_MelKind):
         ``top_db`` is None.
         """
         p = params
-        silent = peak <= p.amin
         if p.ref == "max":
-            if silent:
-                floor = -p.top_db if p.top_db is not None else 10.0 * math.log10(p.amin)
-                return np.full(power.shape, floor, dtype=np.float32)
+            if peak <= p.amin:
+                return np.full(power.shape, _silence_db(p), dtype=np.float32)
             ref = peak
         else:
             ref = abs(float(p.ref))
@@ -273,6 +323,23 @@ class LogMel(_MelKind):
         if p.top_db is not None:
             db = np.maximum(db, db.max() - np.float32(p.top_db))
         return db.astype(np.float32, copy=False)
+
+    def torch_log(self, power: torch.Tensor, *, params: FeatureParams) -> torch.Tensor:
+        """:meth:`log` of each item of a batch (batch, n_mels, n_frames), in PyTorch."""
+        import torch
+
+        p = params
+        peak = power.amax(dim=(-2, -1), keepdim=True)
+        db = 10.0 * torch.log10(power.clamp(min=p.amin))
+        if p.ref == "max":
+            db = db - 10.0 * torch.log10(peak.clamp(min=p.amin))
+        else:
+            db = db - 10.0 * math.log10(max(p.amin, abs(float(p.ref))))
+        if p.top_db is not None:
+            db = torch.maximum(db, db.amax(dim=(-2, -1), keepdim=True) - p.top_db)
+        if p.ref == "max":
+            db = torch.where(peak <= p.amin, _silence_db(p), db)
+        return db
 
     def problem(self, params: FeatureParams) -> tuple[str, str] | None:
         return None
@@ -331,8 +398,38 @@ class LogSpec(FeatureKind):
         )
         return spec.astype(np.float32)
 
+    def torch_power_spectrogram(
+        self,
+        waveforms: torch.Tensor,
+        *,
+        params: FeatureParams,
+        window: torch.Tensor,
+        filterbank: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """scipy's PSD in PyTorch: constant detrend, density scaling, one-sided."""
+        import torch
+        import torch.nn.functional as F
+
+        p = params
+        waveforms = F.pad(waveforms, (0, max(0, p.n_fft - waveforms.shape[-1])))
+        frames = waveforms.unfold(-1, p.n_fft, p.hop_length)
+        frames = frames - frames.mean(dim=-1, keepdim=True)
+        spectrum = torch.fft.rfft(frames * window, dim=-1)
+        density = (spectrum.real.square() + spectrum.imag.square()) / (p.sr * window.square().sum())
+        # one-sided: a bin holds its negative frequency's power too, but DC and Nyquist have none
+        last = density.shape[-1] - 1 if p.n_fft % 2 == 0 else density.shape[-1]
+        one_sided = torch.cat(
+            [density[..., :1], 2 * density[..., 1:last], density[..., last:]], dim=-1
+        )
+        return one_sided.mT
+
     def log(self, power: np.ndarray, *, params: FeatureParams, peak: float) -> np.ndarray:
         return np.log(power + np.float32(params.amin))
+
+    def torch_log(self, power: torch.Tensor, *, params: FeatureParams) -> torch.Tensor:
+        import torch
+
+        return torch.log(power + params.amin)
 
     def problem(self, params: FeatureParams) -> tuple[str, str] | None:
         p = params
@@ -391,6 +488,11 @@ class VGGish(_MelKind):
 
     def log(self, power: np.ndarray, *, params: FeatureParams, peak: float) -> np.ndarray:
         return np.log(power + np.float32(params.amin))
+
+    def torch_log(self, power: torch.Tensor, *, params: FeatureParams) -> torch.Tensor:
+        import torch
+
+        return torch.log(power + params.amin)
 
     def problem(self, params: FeatureParams) -> tuple[str, str] | None:
         if not params.htk or params.center:
@@ -460,6 +562,55 @@ def _mel_spectrogram(
     power = np.square(spectrum.real) + np.square(spectrum.imag)
     magnitude = power if p.power == 2 else power ** np.float32(p.power / 2)
     return filterbank @ magnitude.T
+
+
+def _torch_mel_spectrogram(
+    waveforms: torch.Tensor,
+    *,
+    params: FeatureParams,
+    window: torch.Tensor,
+    filterbank: torch.Tensor,
+    frame_length: int,
+    centred: bool,
+) -> torch.Tensor:
+    """:func:`_mel_spectrogram` of a batch of waveforms (batch, samples), in PyTorch.
+
+    Returns
+    -------
+    torch.Tensor
+        (batch, n_mels, n_frames).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    p = params
+    if centred:
+        waveforms = _torch_pad_both_sides(waveforms, size=p.n_fft // 2, mode=p.pad_mode)
+    else:
+        waveforms = F.pad(waveforms, (0, max(0, frame_length - waveforms.shape[-1])))
+    frames = waveforms.unfold(-1, frame_length, p.hop_length)
+    spectrum = torch.fft.rfft(frames * window, n=p.n_fft, dim=-1)
+    power = spectrum.real.square() + spectrum.imag.square()
+    magnitude = power if p.power == 2 else power.pow(p.power / 2)
+    return filterbank @ magnitude.mT
+
+
+def _torch_pad_both_sides(waveforms: torch.Tensor, *, size: int, mode: str) -> torch.Tensor:
+    """Pad the last axis by ``size`` samples on both sides as ``np.pad(mode=mode)`` does."""
+    import torch
+    import torch.nn.functional as F
+
+    if mode == "constant":
+        return F.pad(waveforms, (size, size))
+    # np.pad's own choice of source sample for each position: torch has no 'symmetric' mode,
+    # and its 'reflect' refuses signals shorter than the padding
+    source = np.pad(np.arange(waveforms.shape[-1]), size, mode=mode)
+    return waveforms[..., torch.as_tensor(source, device=waveforms.device)]
+
+
+def _silence_db(params: FeatureParams) -> float:
+    """Every value of a digitally silent clip under ``ref: max``, in dB (:meth:`LogMel.log`)."""
+    return -params.top_db if params.top_db is not None else 10.0 * math.log10(params.amin)
 
 
 def _mel_values(power: float) -> str:
