@@ -1,10 +1,12 @@
-"""What per-fold statistics, the leakage audit and the drift guard cost, on the corpus.
+"""This checkout against a baseline commit on the corpus, and what its fold tools cost.
 
 One invocation builds the seed feature set of the UrbanSound8K-shaped corpus
 with this checkout and with a baseline commit (by default the one before
 per-fold statistics), alternately, from clean and after one changed file, and
-reports both and their ratio: the price of the moments every extraction
-worker computes and the gather pools. On this checkout's store it then times
+reports both and their ratio: with the default baseline, the price of the
+moments every extraction worker computes and the gather pools. It reads both
+stores with plain h5py, every fold whole and single clips at random. On this
+checkout's store it then times
 ``Store.stats`` for every held-out fold against the direct numpy computation
 (one pass over the training clips per fold, what a user would otherwise run)
 and reports their largest relative difference; and it times ``melstore
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 import click
+import h5py
 import numpy as np
 import yaml
 
@@ -38,6 +41,7 @@ from bench.run import (
     median_run,
     one_file_changed,
     publish,
+    random_reads,
     snakemake_command,
 )
 
@@ -85,6 +89,22 @@ def numpy_train_stats(store, held_out):
         count += int(valid[block_rows].sum())
     mean = total / count
     return mean, np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+
+
+def fold_read_seconds(store_path: Path, *, repeats: int = 3) -> float:
+    """Seconds to read every fold of a store whole (plain h5py, rows in order), best of repeats.
+
+    The folds are the corpus's own ``fold`` column, which every layout version keeps.
+    """
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with h5py.File(store_path, "r") as opened:
+            folds = opened["metadata/fold"][()]
+            for fold in np.unique(folds):
+                opened["features"][np.flatnonzero(folds == fold)]
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def stats_rows(store_path: Path) -> dict:
@@ -157,6 +177,13 @@ def main(files: int, cores: int, baseline: str, repeats: int, workdir: Path, out
                                          positions=(0.25, 0.5, 0.75))  # fmt: skip
     clean_runs = {side: median_run(runs) for side, runs in builds.items()}
     ours_store = workdir / "ours" / STORE
+    reads = {
+        side: (fold_read_seconds(work / STORE), random_reads(work / STORE))
+        for side, work in [
+            ("this checkout", workdir / "ours"),
+            (f"baseline {baseline}", workdir / "base"),
+        ]
+    }
     stats = stats_rows(ours_store)
     audit = cli("audit", str(ours_store))
     drift = cli("verify", str(ours_store), "--recompute", "20")
@@ -164,14 +191,15 @@ def main(files: int, cores: int, baseline: str, repeats: int, workdir: Path, out
     ours, base = (clean_runs[side] for side in sides)
     ours_e, base_e = (changed[side] for side in sides)
     lines = [
-        f"# Per-fold statistics, audit and drift guard: {files} files, {cores} cores",
+        f"# This checkout against {baseline}, fold statistics, audit and drift guard: "
+        f"{files} files, {cores} cores",
         "",
-        f"Command: `python -m bench.folds --files {files} --cores {cores} --repeats {repeats}`",
+        f"Command: `python -m bench.folds --files {files} --cores {cores} --repeats {repeats}"
+        f"{'' if baseline == BASELINE else f' --baseline {baseline}'}`",
         "",
-        "The seed store of the corpus, built by this checkout (which computes each clip's",
-        f"moments and pools them per fold) and by the baseline commit `{baseline}` (which",
-        "does not), alternately; one changed file: the median of three reruns, a",
-        "different file each time.",
+        f"The seed store of the corpus, built by this checkout and by the baseline commit "
+        f"`{baseline}`,",
+        "alternately; one changed file: the median of three reruns, a different file each time.",
         "",
         "| run | wall s | CPU s | peak RSS MB | notes |",
         "|---|---:|---:|---:|---|",
@@ -184,6 +212,11 @@ def main(files: int, cores: int, baseline: str, repeats: int, workdir: Path, out
         f"(CPU {ours.cpu / base.cpu:.3f}).",
         f"- One changed file, this checkout / baseline: {ours_e.wall / base_e.wall:.3f} "
         f"(CPU {ours_e.cpu / base_e.cpu:.3f}).",
+        *(
+            f"- {side}: every fold read whole in {fold_s:.2f} s (best of 3); one random clip "
+            f"in {read_ms:.3f} ms (median of 1000), plain h5py."
+            for side, (fold_s, read_ms) in reads.items()
+        ),
         "- Gather peak RSS (Snakemake's benchmark, max_rss): "
         + ", ".join(f"{side} {mb:.0f} MB" for side, mb in gather_rss.items())
         + ".",

@@ -266,12 +266,14 @@ def fold_stats(
     the sums are the same at every shard size.
     """
     from melstore.store.format import as_frame
-    from melstore.store.reader import assign_folds, find_source_column
+    from melstore.store.reader import FOLD_RULE_COLUMNS, assign_folds, find_source_column
 
+    source = find_source_column(gathering.metadata, source)
+    deciding = {*FOLD_RULE_COLUMNS, source}  # a frame of every column costs more than the folds
     try:
         assigned = assign_folds(
-            as_frame(gathering.metadata),
-            source=find_source_column(gathering.metadata, source),
+            as_frame({c: v for c, v in gathering.metadata.items() if c in deciding}),
+            source=source,
             where=out_path,
         )
         of_rows, fold_column = assigned.tolist(), str(assigned.name)

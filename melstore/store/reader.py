@@ -39,6 +39,8 @@ LABEL_COLUMNS = ("class", "category", "label")
 # The dataset's own integer class ids: UrbanSound8K, ESC-50.
 TARGET_COLUMNS = ("classID", "target")
 FOLD_COLUMN = "fold"
+# The metadata columns that decide the folds (assign_folds), besides a source column.
+FOLD_RULE_COLUMNS = ("clip_id", FOLD_COLUMN, *LABEL_COLUMNS)
 # The column naming each clip's source recording in UrbanSound8K and ESC-50.
 LAYOUT_SOURCE_COLUMN = {"urbansound8k": "fsID", "esc50": "src_file"}
 # The label of a clip stored without one, and how tables and figures name its class.
