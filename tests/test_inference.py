@@ -209,7 +209,8 @@ print(sorted(name for name in ("librosa", "snakemake", "numba") if name in sys.m
 
 
 DOCS = (REPO / "docs/reading.md").read_text()
-INFERENCE = DOCS.split("## Inference")[1].split("\n## ")[0]
+# the numpy part: its PyTorch subsection is tested with the module
+INFERENCE = DOCS.split("## Inference")[1].split("\n## ")[0].split("### In PyTorch")[0]
 
 
 @pytest.mark.parametrize("code", re.findall(r"```python\n(.*?)```", INFERENCE, re.S))

@@ -60,7 +60,7 @@ WORKER_BASE_MB = 75  # a forked worker, before its clip's arrays
 RECORD_BYTES_PER_CLIP = 1200  # the parent's index of the clips of its previous shard files
 SLOW_READ_MS = 1.0  # a file read slower than this is not from the page cache
 GATHER_BASE_MB = 150  # the gather's process
-GATHER_MB_PER_CLIP = 2.4e-3  # its tables and index, per clip of the dataset
+GATHER_MB_PER_CLIP = 1.5e-3  # its tables and index, per clip of the dataset
 
 # The job length aimed at on a cluster.
 CLUSTER_JOB_SECONDS = 120
