@@ -21,6 +21,7 @@ import io
 import os
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import time
 from pathlib import Path
@@ -42,6 +43,7 @@ from bench.run import (
     one_file_changed,
     publish,
     random_reads,
+    read_into_page_cache,
     snakemake_command,
 )
 
@@ -63,13 +65,30 @@ def checkout(revision: str, folder: Path) -> Path:
     return folder
 
 
+def baseline_python(code: Path) -> Path:
+    """A virtualenv's python that imports the package in ``code``, then this one's libraries.
+
+    This checkout's editable install maps ``melstore`` to it ahead of PYTHONPATH, so
+    the baseline gets an environment of its own: a ``.pth`` line puts ``code`` first
+    and this environment's site-packages after it, whose own ``.pth`` files (that
+    mapping) are then not read.
+    """
+    venv = code.with_name(f"venv-{code.name}")
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    paths = sysconfig.get_paths()
+    site = Path(sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"])
+    (site / "baseline.pth").write_text(f"{code}\n{paths['purelib']}\n{paths['platlib']}\n")
+    return venv / "bin" / "python"
+
+
 def pipeline_command(workdir: Path, cores: int, code: Path | None, *targets: str) -> list[str]:
-    """This checkout's pipeline, or the one in ``code`` with its own package first on the path."""
+    """This checkout's pipeline, or the one in ``code`` with its own package and snakemake."""
     command = snakemake_command(workdir, cores, *targets)
     if code is None:
         return command
     command[command.index(str(REPO / "Snakefile"))] = str(code / "Snakefile")
-    return ["env", f"PYTHONPATH={code}", *command]
+    return [str(baseline_python(code)), "-P", *command[1:]]  # -P: not this checkout, the cwd
 
 
 def numpy_train_stats(store, held_out):
@@ -150,8 +169,7 @@ def cli(*args: str) -> tuple[float, int, str]:
 def main(files: int, cores: int, baseline: str, repeats: int, workdir: Path, out: Path) -> None:
     """Build with this checkout and the baseline, time the fold tools, write the table to --out."""
     corpus = make_corpus(CACHE_DIR / f"us8k-{files}", n_files=files)
-    for path in corpus.rglob("*.wav"):  # into the page cache: the first build is not a cold one
-        path.read_bytes()
+    read_into_page_cache(corpus)
     base_code = checkout(baseline, workdir / f"code-{baseline}")
     sides = {"this checkout": None, f"baseline {baseline}": base_code}
     builds, changed, gather_rss = {}, {}, {}

@@ -44,6 +44,7 @@ from bench.run import (
     link_dataset,
     machine,
     measure,
+    median_ms,
     median_run,
     publish,
     snakemake_command,
@@ -198,6 +199,7 @@ class Growth:
     index_mb: float
     features_mb: float
     results_mb: float
+    read_ms: float
 
 
 def add_files(root: Path, clips: list[FolderClip], n_files: int) -> str:
@@ -221,6 +223,15 @@ def features_mb(index: Path) -> float:
         with h5py.File(index.parent / name, "r") as shard:
             total += shard["features"].id.get_storage_size()
     return total / 1e6
+
+
+def melstore_read_ms(store: Path, *, n: int = 1000, seed: int = 0) -> float:
+    """Median ms of ``Store.clip(row)`` for ``n`` random rows, through melstore's reader."""
+    import melstore
+
+    with melstore.open(store) as opened:
+        rows = np.random.default_rng(seed).integers(0, len(opened), n).tolist()
+        return median_ms(opened.clip, rows)
 
 
 def disk_mb(folder: Path) -> float:
@@ -290,6 +301,7 @@ def main(files, seconds, cores, reruns_only, tiny, workdir, out) -> None:
         index_mb=(results / "short.h5").stat().st_size / 1e6,
         features_mb=features_mb(results / "short.h5"),
         results_mb=disk_mb(results) - disk_mb(results / "report"),
+        read_ms=melstore_read_ms(results / "short.h5"),
     )
     publish(report(growth, cores=cores, seconds=seconds, tiny=tiny), out)
 
@@ -323,6 +335,8 @@ def report(growth: Growth, *, cores: int, seconds: tuple[float, float], tiny: bo
         f"- Store: index {growth.index_mb:.1f} MB, features {growth.features_mb:.0f} MB; "
         f"`results/growth/` without the report: {growth.results_mb:.0f} MB "
         f"({growth.results_mb / growth.features_mb:.2f}× the features' bytes).",
+        f"- One random clip through melstore (`Store.clip`, median of 1000, each read once "
+        f"before): {growth.read_ms:.3f} ms.",
         "",
         "## Machine",
         *machine(),

@@ -27,9 +27,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -58,8 +56,10 @@ from bench.run import (
     link_dataset,
     machine,
     measure,
+    median_ms,
     median_run,
     publish,
+    read_into_page_cache,
     snakemake_command,
 )
 
@@ -78,6 +78,7 @@ class Tool:
     read: Callable[[Path, list[int]], float]
     reset: Callable[[], None]
     note: str = ""
+    kept: Path | None = None  # what it keeps on disk, if more than ``output``
 
 
 @dataclass
@@ -87,35 +88,6 @@ class Result:
     run: Run
     size_mb: float
     read_ms: float
-
-
-def median_ms(read: Callable[[int], object], rows: list[int]) -> float:
-    """Median milliseconds of ``read(row)`` over ``rows``, each row read once before.
-
-    The first pass puts the rows' bytes in the page cache, so that every tool
-    is timed on its own work, not on whether the kernel kept its files since
-    they were written.
-
-    Parameters
-    ----------
-    read : callable
-        Reads one clip, given its row in the corpus's CSV order.
-    rows : list of int
-        Rows to read, in order.
-
-    Returns
-    -------
-    float
-        The median time of one call, in ms.
-    """
-    for row in rows:
-        read(row)
-    times = []
-    for row in rows:
-        start = time.perf_counter()
-        read(row)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def melstore_reads(store: Path, rows: list[int]) -> float:
@@ -221,7 +193,8 @@ def tools(root: Path, workdir: Path, cores: int) -> list[Tool]:
 
     return [
         Tool("melstore", snakemake_command(pipeline, cores, STORE), pipeline / STORE,
-             melstore_reads, lambda: clean(pipeline), note=f"snakemake --cores {cores} {STORE}"),
+             melstore_reads, lambda: clean(pipeline), note=f"snakemake --cores {cores} {STORE}",
+             kept=(pipeline / STORE).parent),  # the index and its shard files
         lhotse("lilcom", "LilcomChunkyWriter"),
         lhotse("hdf5", "NumpyHdf5Writer"),
         hf("seed"),
@@ -253,24 +226,33 @@ def hf_difference(folder: Path, store: Path, *, block: int = 512) -> float:
     folder : Path
         What ``save_to_disk`` wrote.
     store : Path
-        melstore's HDF5 store of the same corpus (the same row order).
+        melstore's HDF5 store of the same corpus; its rows are matched to the
+        dataset's by file name (the corpus's are unique).
     block : int
         Rows compared at a time.
 
     Returns
     -------
     float
-        The largest difference; NaN rows (failed files) are ignored.
+        The largest difference; files melstore did not store, and NaN rows, are left out.
     """
     import h5py
     import numpy as np
     from datasets import load_from_disk
 
     table = load_from_disk(str(folder)).with_format("numpy")
+    names = [Path(path).name for path in table["path"]]
+    worst = 0.0
     with h5py.File(store, "r") as f:
-        ours = f["features"]
-        return max(float(np.nanmax(np.abs(table[i : i + block]["features"] - ours[i : i + block])))
-                   for i in range(0, len(table), block))  # fmt: skip
+        row_of = {Path(path).name: row for row, path in enumerate(f["metadata/path"].asstr()[()])}
+        for start in range(0, len(table), block):
+            pairs = sorted((row_of[name], start + i)
+                           for i, name in enumerate(names[start : start + block])
+                           if name in row_of)  # fmt: skip
+            ours = f["features"][[row for row, _ in pairs]]
+            theirs = table[[i for _, i in pairs]]["features"]
+            worst = max(worst, float(np.nanmax(np.abs(theirs - ours))))
+    return worst
 
 
 def facts(contenders: list[Tool], rows: list[int]) -> list[str]:
@@ -280,14 +262,11 @@ def facts(contenders: list[Tool], rows: list[int]) -> list[str]:
     hf_seed, hf_lean = (by_name[HF_NAME.format(recipe=r)].output for r in ("seed", "lean"))
     lists_ms = hf_reads(hf_seed, rows, output_format=None)
     difference = max(hf_difference(hf_seed, store), hf_difference(hf_lean, store))
-    results = size_mb(store.parents[1])
     return [
         f"- HF datasets without `with_format('numpy')` (rows as Python lists): "
         f"{lists_ms:.3f} ms per read.",
         f"- The HF datasets' features equal melstore's within {difference:.5f} dB.",
-        f"- melstore's size is its store; with the record it keeps for incremental reruns "
-        f"(its shards are deleted once gathered), "
-        f"`{store.parents[1].name}/` holds {results:.1f} MB.",
+        f"- melstore's size is its index and shard files, `{store.parent.name}/`.",
     ]
 
 
@@ -370,6 +349,7 @@ def report(contenders: list[Tool], results: list[Result], notes: list[str], *,
 def prepare(files: int, workdir: Path) -> Path:
     """The corpus linked under ``workdir`` and the pipeline's config; returns the data root."""
     corpus = make_corpus(CACHE_DIR / f"us8k-{files}", n_files=files)
+    read_into_page_cache(corpus)
     shutil.rmtree(workdir, ignore_errors=True)
     root, pipeline = workdir / "data", workdir / "pipeline"
     link_dataset(corpus, root)
@@ -421,7 +401,7 @@ def main(files: int, cores: int, workdir: Path, repeats: int, reads: int, out: P
     runs = rounds(contenders, repeats)
     rows = random.Random(0).choices(range(files), k=reads)
     click.echo("reading ...", err=True)
-    results = [Result(run, size_mb(tool.output), tool.read(tool.output, rows))
+    results = [Result(run, size_mb(tool.kept or tool.output), tool.read(tool.output, rows))
                for tool, run in zip(contenders, runs, strict=True)]  # fmt: skip
     command = (f"python -m bench.peers --files {files} --cores {cores} --repeats {repeats} "
                f"--reads {reads}")  # fmt: skip

@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +115,41 @@ def job_peak_memory(workdir: Path, rule: str, column: str = "max_rss") -> float:
     """
     files = list(workdir.glob(f"logs/*/benchmarks/{rule}/**/*.tsv"))
     return max((pd.read_csv(f, sep="\t")[column].max() for f in files), default=float("nan"))
+
+
+def read_into_page_cache(folder: Path) -> None:
+    """Read every audio file under ``folder`` once, so that no contender's first build is cold."""
+    for path in folder.rglob("*.wav"):
+        path.read_bytes()
+
+
+def median_ms(read: Callable[[int], object], rows: list[int]) -> float:
+    """Median milliseconds of ``read(row)`` over ``rows``, each row read once before.
+
+    The first pass puts the rows' bytes in the page cache, so that every tool
+    is timed on its own work, not on whether the kernel kept its files since
+    they were written.
+
+    Parameters
+    ----------
+    read : callable
+        Reads one clip, given its row in the corpus's CSV order.
+    rows : list of int
+        Rows to read, in order.
+
+    Returns
+    -------
+    float
+        The median time of one call, in ms.
+    """
+    for row in rows:
+        read(row)
+    times = []
+    for row in rows:
+        start = time.perf_counter()
+        read(row)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
 
 
 def random_reads(store: Path, *, n: int = 1000, seed: int = 0) -> float:

@@ -139,7 +139,7 @@ class Store:
         """The feature set's name, e.g. ``seed``."""
         return self.attrs["feature_set"]
 
-    @property
+    @cached_property
     def features(self):
         """The features as a lazy, sliceable h5py dataset.
 
@@ -151,6 +151,7 @@ class Store:
         ``concatenated`` layout: clips end to end along the last axis; use
         :meth:`clip`.
         """
+        # one handle: a new one reopens the virtual dataset's shard files on its first read
         return self._file["features"]
 
     @property
