@@ -1,5 +1,6 @@
 """Crash safety: kill -9 at any moment, rerun, and get the same bytes as a clean build."""
 
+import functools
 import hashlib
 import os
 import re
@@ -111,6 +112,8 @@ def test_ctrl_c_gives_one_line_per_interrupted_job_and_the_rerun_resumes(tmp_pat
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # as in a terminal: a test run started in the background (`cmd &`) ignores SIGINT
+        preexec_fn=functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     logs = workdir / "logs/crash/extract"
