@@ -177,9 +177,11 @@ def show(store: Path, clip: str, output: Path) -> None:
     show channel 0.
     """
     from melstore.report.figures import clip_figure, save_figure
+    from melstore.store.format import check_outside_dataset
     from melstore.store.reader import Store
 
     with expected_errors(output=output), Store(store) as opened:
+        check_outside_dataset(output, store=store, dataset_root=opened.attrs.get("dataset_root"))
         row = clip_row(opened, clip)
         save_figure(clip_figure(opened, row), output)
         clip_id = opened.metadata_columns["clip_id"][row]
@@ -210,10 +212,12 @@ def export(store: Path, kind: str, output: Path | None) -> None:
     written atomically.
     """
     from melstore.store.export import export_npz, export_parquet
+    from melstore.store.format import check_outside_dataset
     from melstore.store.reader import Store
 
     output = output or store.with_suffix(f".{kind}")
     with expected_errors(output=output), Store(store) as opened:
+        check_outside_dataset(output, store=store, dataset_root=opened.attrs.get("dataset_root"))
         if kind == "parquet":
             export_parquet(opened, output)
         else:
@@ -231,7 +235,7 @@ def pack(store: Path, out: Path) -> None:
     shard files), with the same values, tables, axes and statistics. Its
     bytes are the same whatever shard_size and cores built STORE. It is
     written atomically, and may be neither STORE itself nor inside its
-    shards folder.
+    shards folder or its dataset.
     """
     from melstore.store.index import pack as pack_store
     from melstore.store.reader import Store
@@ -420,8 +424,8 @@ def features(store: Path, audio: tuple[str, ...], output: Path, unrounded: bool)
     shaped like STORE's clips. In a .npy they are stacked (N, ...), which a
     variable-length STORE allows for one file only. A file that cannot be
     decoded gets one line on stderr and is left out; a .npy is then not
-    written. OUT is written atomically. Exits 0 when every file was computed,
-    1 when one failed, 2 on bad arguments.
+    written. OUT is written atomically, never inside STORE's dataset. Exits
+    0 when every file was computed, 1 when one failed, 2 on bad arguments.
     """
     import warnings
 

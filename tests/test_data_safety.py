@@ -12,9 +12,11 @@ import sys
 import pandas as pd
 import pytest
 import yaml
+from click.testing import CliRunner
 from conftest import REPO, make_esc50, run_snakemake, snakemake_command, tone, write_audio
 
 import melstore
+from melstore.cli import main
 from melstore.store.format import read_table
 
 N_US8K = 20  # fewer clips than the demo's 48: a build of the demo would show
@@ -163,3 +165,40 @@ def test_the_snakefile_finds_its_config_from_another_directory(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "demo_dataset" in result.stdout  # the demo, generated into this directory's resources/
     assert sorted(p.name for p in tmp_path.iterdir()) == [".snakemake"]
+
+
+WRITING_COMMANDS = {  # each command that writes a file, with the arguments before its output
+    "features": lambda store, root: ["features", store, next(root.rglob("*.wav")), "-o"],
+    "pack": lambda store, root: ["pack", store],
+    "export parquet": lambda store, root: ["export", store, "--format", "parquet", "-o"],
+    "export npz": lambda store, root: ["export", store, "--format", "npz", "-o"],
+    "show": lambda store, root: ["show", store, "0", "-o"],
+}
+OUTPUT_SUFFIX = {"features": ".npz", "pack": ".h5", "export parquet": ".parquet",
+                 "export npz": ".npz", "show": ".png"}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", WRITING_COMMANDS)
+@pytest.mark.parametrize("root_given", ["absolute", "relative"])
+def test_a_cli_output_inside_the_dataset_is_refused_in_one_line(
+    command, root_given, leaky, demo_build, tmp_path, monkeypatch
+):
+    if root_given == "absolute":
+        workdir, root = leaky
+        store = workdir / "results/esc/small.h5"
+    else:  # the demo records resources/demo, relative to its workflow folder: run from elsewhere
+        workdir, root = demo_build[0], demo_build[0] / "resources/demo"
+        store = workdir / "results/demo/seed.h5"
+        monkeypatch.chdir(tmp_path)
+    with melstore.open(store) as opened:
+        recorded = opened.attrs["dataset_root"]
+    before = snapshot(root)
+    output = root / f"new{OUTPUT_SUFFIX[command]}"
+    args = [str(arg) for arg in [*WRITING_COMMANDS[command](store, root), output]]
+    result = CliRunner().invoke(main, args, prog_name="melstore")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        f"Error: {output} lies in the dataset {recorded} "
+        f"that {store} was built from, and melstore never writes there: write it elsewhere"
+    ]
+    assert snapshot(root) == before

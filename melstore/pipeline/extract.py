@@ -127,7 +127,7 @@ class ShardContents:
                 "frontend": frontend.arrays(),
                 MOMENTS_GROUP: Moments.concatenate(
                     [Moments.empty(0, params.frame_shape), *self.moments]
-                ).arrays(),
+                ).clip_arrays(),
             },
         )
 

@@ -34,6 +34,7 @@ from melstore.store.format import (
     clip_locations,
     columns_of,
     computed_table,
+    encode_text,
     read_columns,
     read_shard_refs,
 )
@@ -191,10 +192,11 @@ class ShardTables:
 
     @classmethod
     def read(cls, path: str | Path) -> ShardTables:
+        """The tables of a shard file; metadata text as stored (bytes), which the index copies."""
         with h5py.File(path, "r") as shard:
             return cls(
                 str(path),
-                read_columns(shard, "metadata"),
+                read_columns(shard, "metadata", decode=False),
                 read_columns(shard, "failures"),
                 json.loads(shard.attrs["versions"]),
                 str(shard.attrs["digest"]),
@@ -272,7 +274,7 @@ def fold_stats(
     deciding = {*FOLD_RULE_COLUMNS, source}  # a frame of every column costs more than the folds
     try:
         assigned = assign_folds(
-            as_frame({c: v for c, v in gathering.metadata.items() if c in deciding}),
+            as_frame({c: _decoded(v) for c, v in gathering.metadata.items() if c in deciding}),
             source=source,
             where=out_path,
         )
@@ -325,7 +327,9 @@ def plan_gather(
     """
     shards = [ShardTables.read(path) for path in shard_paths]  # once: shard_size=1 means thousands
     versions = check_versions(shards)
-    stored = [clip_id for shard in shards for clip_id in shard.metadata["clip_id"].tolist()]
+    stored = np.concatenate(
+        [np.char.decode(shard.metadata["clip_id"]) for shard in shards] or [np.array([], str)]
+    ).tolist()
     failed = {
         record[0]: record
         for shard in shards
@@ -396,6 +400,11 @@ def _check_success(n_ok: int, total: int, failed: dict, *, min_success, out_path
     )
 
 
+def _decoded(values: np.ndarray) -> np.ndarray:
+    """A column as the reader gives it: text (stored bytes) as str."""
+    return np.char.decode(values) if values.dtype.kind == "S" else values
+
+
 def _frontend_arrays(shard_path: str | Path) -> dict[str, np.ndarray]:
     """The window, filter bank and frequencies a shard was computed with."""
     with h5py.File(shard_path, "r") as shard:
@@ -412,10 +421,14 @@ def _metadata(
     """
     row_of = {clip_id: row for row, clip_id in enumerate(manifest["clip_id"][1])}
     rows = np.asarray([row_of[clip_id] for clip_id in stored], dtype=np.int64)
-    table = {name: np.asarray(v, dtype=kind)[rows] for name, (kind, v) in manifest.items()}
+    table = {
+        name: (encode_text(v) if kind == "object" else np.asarray(v, dtype=kind))[rows]
+        for name, (kind, v) in manifest.items()
+    }
     empty = computed_table([])
     for name in [*COMPUTED_COLUMNS, *([ERROR_COLUMN] if errors else [])]:
-        table[name] = np.concatenate([empty[name], *(shard.metadata[name] for shard in shards)])
+        parts = [shard.metadata[name] for shard in shards]  # text as bytes, kept so
+        table[name] = np.concatenate(parts) if parts else empty[name]
     if shards and "n_frames" in shards[0].metadata:
         counts = np.concatenate([shard.metadata["n_frames"] for shard in shards])
         table.update(clip_locations(counts.tolist()))

@@ -30,6 +30,7 @@ import numpy as np
 
 from melstore.errors import MelstoreError
 from melstore.files import atomic_path
+from melstore.store.format import check_outside_dataset
 
 if TYPE_CHECKING:
     from melstore.store.inference import Extractor
@@ -191,7 +192,7 @@ def check_output(output: Path, extractor: Extractor, audio: Sequence[str]) -> ty
     ------
     MelstoreError
         For a suffix other than .npz, .npy and .h5, an output that is the
-        store or one of the audio files, or a .npy of several clips of
+        store or one of the audio files or lies in its dataset, or a .npy of several clips of
         different lengths.
     """
     writer = writer_for(output)
@@ -200,6 +201,7 @@ def check_output(output: Path, extractor: Extractor, audio: Sequence[str]) -> ty
         raise MelstoreError(f"{output} is the store itself; write the features into another file")
     if any(Path(path).resolve() == target for path in audio):
         raise MelstoreError(f"{output} is one of the audio files; write the features elsewhere")
+    check_outside_dataset(output, store=extractor.store, dataset_root=extractor.dataset_root)
     if extractor.clip_shape is None and len(audio) > 1 and not writer.holds_lengths_that_differ:
         others = [suffix for suffix, w in WRITERS.items() if w.holds_lengths_that_differ]
         raise MelstoreError(

@@ -77,6 +77,10 @@ READ_CHUNK_CACHE_BYTES = 0
 SPARE_FILE_DESCRIPTORS = 32
 FAILURE_COLUMNS = ["clip_id", "path", "reason"]
 _STRING = h5py.string_dtype("utf-8")
+# A table column of this many rows or more gets HDF5's shuffle and gzip filters (plain h5py
+# reads them; same bytes every time); a shorter one stays contiguous: a chunk index costs 2 kB.
+TABLE_FILTERS = {"shuffle": True, "compression": "gzip", "compression_opts": 4}
+TABLE_FILTER_MIN_ROWS = 1024
 _VERSIONED = ("melstore", "librosa", "numpy", "scipy", "soundfile", "soxr", "h5py", "pandas")
 
 
@@ -529,19 +533,41 @@ def clip_locations(frame_counts: Sequence[int]) -> dict[str, np.ndarray]:
 
 
 def write_table(group: h5py.Group, table: Table) -> None:
-    """One dataset per column: bool, int64, float64, or UTF-8 strings ('' for missing)."""
+    """One dataset per column: bool, int64, float64, or fixed-length UTF-8 text ('' for missing).
+
+    Columns of :data:`TABLE_FILTER_MIN_ROWS` rows or more are compressed
+    with :data:`TABLE_FILTERS`.
+    """
     group.attrs["columns"] = json.dumps([str(c) for c in table])
     for column, values in dict(table).items():
         values = np.asarray(values)
         if values.dtype.kind == "b":
-            data = values
+            data, dtype = values, values.dtype
         elif values.dtype.kind in "iu":
-            data = values.astype(np.int64)
+            data, dtype = values.astype(np.int64), np.dtype(np.int64)
         elif values.dtype.kind == "f":
-            data = values.astype(np.float64)
+            data, dtype = values.astype(np.float64), np.dtype(np.float64)
         else:
-            data = np.array([_text(v) for v in values], dtype=_STRING)
-        group.create_dataset(str(column), data=data, dtype=data.dtype)
+            text = encode_text(values)
+            dtype = h5py.string_dtype("utf-8", text.dtype.itemsize)
+            data = text.view(dtype)  # tagged UTF-8: HDF5 converts no ASCII into a UTF-8 type
+        group.create_dataset(
+            str(column),
+            data=data,
+            dtype=dtype,
+            **(TABLE_FILTERS if len(data) >= TABLE_FILTER_MIN_ROWS else {}),
+        )
+
+
+def encode_text(values: Sequence | np.ndarray) -> np.ndarray:
+    """Text cells as a fixed-length UTF-8 bytes array; missing values (None, NaN) become b''."""
+    values = np.asarray(values)
+    if values.dtype.kind == "S":
+        return values
+    if values.dtype.kind == "U":
+        return np.char.encode(values, "utf-8")
+    cells = values.ravel().tolist()
+    return np.array([v if isinstance(v, bytes) else _text(v).encode() for v in cells], dtype=bytes)
 
 
 def _text(value) -> str:
@@ -585,15 +611,23 @@ def as_frame(columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
 
 
 def read_columns(
-    store: h5py.File, group: str, *, rows: slice = slice(None)
+    store: h5py.File, group: str, *, rows: slice = slice(None), decode: bool = True
 ) -> dict[str, np.ndarray]:
-    """Read ``rows`` of a table group as numpy columns, in stored order (no pandas import)."""
+    """Read ``rows`` of a table group as numpy columns, in stored order (no pandas import).
+
+    Text comes as str objects, or with ``decode=False`` as stored: UTF-8
+    bytes, which a writer takes back as they are (:func:`encode_text`).
+    """
     node = store[group]
     columns = json.loads(node.attrs["columns"])
-    return {
-        column: node[column].asstr()[rows] if node[column].dtype.kind == "O" else node[column][rows]
-        for column in columns
-    }
+    return {column: _read_column(node[column], rows, decode=decode) for column in columns}
+
+
+def _read_column(data: h5py.Dataset, rows: slice, *, decode: bool) -> np.ndarray:
+    """One column: text (fixed or, in older stores, variable length) decoded or as bytes."""
+    if h5py.check_string_dtype(data.dtype) is None:
+        return data[rows]
+    return data.asstr()[rows] if decode else data[rows].astype(bytes)
 
 
 def check_store(store: h5py.File, path: str | Path) -> None:
@@ -606,6 +640,33 @@ def check_store(store: h5py.File, path: str | Path) -> None:
             f"{path} has store layout version {version}; this melstore reads {LAYOUT_VERSION}: "
             "rebuild it with the workflow (snakemake)"
         )
+
+
+def check_outside_dataset(
+    output: str | Path, *, store: str | Path, dataset_root: str | None
+) -> None:
+    """Refuse to write ``output`` inside the dataset root ``store`` was built from.
+
+    A relative root is tried from here and from the workflow folder the store
+    sits in (``results/<dataset>/<set>.h5``). No root (a store from elsewhere)
+    refuses nothing.
+
+    Raises
+    ------
+    MelstoreError
+        If ``output`` lies in the recorded dataset root.
+    """
+    if not dataset_root:
+        return
+    root = Path(dataset_root)
+    roots = [root] if root.is_absolute() else [root, Path(store).parent.parent.parent / root]
+    target = Path(output).resolve()
+    for candidate in roots:
+        if candidate.is_dir() and target.is_relative_to(candidate.resolve()):
+            raise MelstoreError(
+                f"{output} lies in the dataset {root} that {store} was built from, "
+                "and melstore never writes there: write it elsewhere"
+            )
 
 
 @dataclass(frozen=True)

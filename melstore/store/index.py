@@ -30,6 +30,7 @@ from melstore.store.format import (
     ShardRef,
     Storage,
     StoreWriter,
+    check_outside_dataset,
     layout_attrs,
     open_store,
     read_columns,
@@ -110,11 +111,12 @@ def pack(store: str | Path, out: str | Path) -> None:
     ------
     MelstoreError
         If the store does not verify, or ``out`` is the store itself or lies
-        in its shards' folder.
+        in its shards' folder or its dataset.
     """
     with open_store(store) as index:
         shards = read_shard_refs(index) if SHARDS_GROUP in index else None
         _check_pack_target(Path(store), Path(out), shards or [])
+        check_outside_dataset(out, store=store, dataset_root=index.attrs.get("dataset_root"))
         attrs = {k: v for k, v in index.attrs.items() if k not in _LAYOUT_ATTRS}
         fixed = index.attrs["features_layout"] == "fixed"
         features = index["features"]

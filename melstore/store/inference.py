@@ -92,6 +92,7 @@ class Extractor:
                 "so its features cannot be computed for new audio"
             )
         self.store = store.path
+        self.dataset_root = store.attrs.get("dataset_root")
         self.feature_set = store.feature_set
         self.params = store.params
         feature_params = FeatureParams.from_dict(store.params)
