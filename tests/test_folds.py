@@ -45,8 +45,8 @@ def assert_stats_match_numpy(path):
             mean, std = store.stats(held_out=held_out)
             expected_mean, expected_std = numpy_stats(store, held_out)
             assert mean.dtype == std.dtype == np.float64 and mean.shape == std.shape == frame
-            np.testing.assert_allclose(mean, expected_mean, rtol=1e-5, atol=1e-9)
-            np.testing.assert_allclose(std, expected_std, rtol=1e-5, atol=1e-9)
+            np.testing.assert_allclose(mean, expected_mean, rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(std, expected_std, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("feature_set", LEAKY_FEATURE_SETS)

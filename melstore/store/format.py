@@ -77,10 +77,6 @@ READ_CHUNK_CACHE_BYTES = 0
 SPARE_FILE_DESCRIPTORS = 32
 FAILURE_COLUMNS = ["clip_id", "path", "reason"]
 _STRING = h5py.string_dtype("utf-8")
-# A table column of this many rows or more gets HDF5's shuffle and gzip filters (plain h5py
-# reads them; same bytes every time); a shorter one stays contiguous: a chunk index costs 2 kB.
-TABLE_FILTERS = {"shuffle": True, "compression": "gzip", "compression_opts": 4}
-TABLE_FILTER_MIN_ROWS = 1024
 _VERSIONED = ("melstore", "librosa", "numpy", "scipy", "soundfile", "soxr", "h5py", "pandas")
 
 
@@ -535,8 +531,8 @@ def clip_locations(frame_counts: Sequence[int]) -> dict[str, np.ndarray]:
 def write_table(group: h5py.Group, table: Table) -> None:
     """One dataset per column: bool, int64, float64, or fixed-length UTF-8 text ('' for missing).
 
-    Columns of :data:`TABLE_FILTER_MIN_ROWS` rows or more are compressed
-    with :data:`TABLE_FILTERS`.
+    Fixed-length text is read and written without a Python object per cell,
+    and left uncompressed: the index job writes every row at each rerun.
     """
     group.attrs["columns"] = json.dumps([str(c) for c in table])
     for column, values in dict(table).items():
@@ -551,12 +547,7 @@ def write_table(group: h5py.Group, table: Table) -> None:
             text = encode_text(values)
             dtype = h5py.string_dtype("utf-8", text.dtype.itemsize)
             data = text.view(dtype)  # tagged UTF-8: HDF5 converts no ASCII into a UTF-8 type
-        group.create_dataset(
-            str(column),
-            data=data,
-            dtype=dtype,
-            **(TABLE_FILTERS if len(data) >= TABLE_FILTER_MIN_ROWS else {}),
-        )
+        group.create_dataset(str(column), data=data, dtype=dtype)
 
 
 def encode_text(values: Sequence | np.ndarray) -> np.ndarray:
