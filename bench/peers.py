@@ -60,6 +60,7 @@ from bench.run import (
     median_run,
     publish,
     read_into_page_cache,
+    size_mb,
     snakemake_command,
 )
 
@@ -159,13 +160,6 @@ def hf_reads(folder: Path, rows: list[int], *, output_format: str | None = "nump
 
     table = load_from_disk(str(folder)).with_format(output_format)
     return median_ms(lambda row: table[row]["features"], rows)
-
-
-def size_mb(path: Path) -> float:
-    """Megabytes (10^6) of the files at or under ``path``, each hard-linked file once."""
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    sizes = {(stat.st_dev, stat.st_ino): stat.st_size for stat in map(Path.stat, files)}
-    return sum(sizes.values()) / 1e6
 
 
 def emptier(folder: Path) -> Callable[[], None]:

@@ -100,6 +100,13 @@ def clean(workdir: Path) -> None:
         shutil.rmtree(workdir / outputs, ignore_errors=True)
 
 
+def size_mb(path: Path) -> float:
+    """Megabytes (10^6) of the files at or under ``path``, each hard-linked file once."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    sizes = {(stat.st_dev, stat.st_ino): stat.st_size for stat in map(Path.stat, files)}
+    return sum(sizes.values()) / 1e6
+
+
 def snakemake_command(workdir: Path, cores: int, *targets: str) -> list[str]:
     """The pipeline on ``workdir``, with its config file my.yaml, as the README runs it."""
     return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),

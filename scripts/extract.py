@@ -6,6 +6,9 @@ with snakemake_job(snakemake):
     from pathlib import Path
 
     from melstore.pipeline.extract import ShardJob, extract_shard
+    from melstore.pipeline.runtime import retain_freed_memory
+
+    retain_freed_memory()  # the workers it forks allocate and free a few MB per clip
 
     extract_shard(
         ShardJob(

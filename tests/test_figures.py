@@ -22,7 +22,7 @@ from melstore.report.figures import (
     power_vs_db_figure,
     value_label,
 )
-from melstore.store.format import FAILURE_COLUMNS, Storage, StoreWriter
+from melstore.store.format import FAILURE_COLUMNS, Storage, StoreWriter, encode_text
 
 FIGURES = {
     "clip": lambda store: clip_figure(store, 5),
@@ -213,10 +213,10 @@ def preset_store(request, tones_root, tmp_path_factory):
     entries = [(path, path, "") for path in paths]
     build = {"params": params, "storage": Storage().to_dict(), "versions": {}, "code": ""}
     extract_shard(ShardJob(entries, tones_root, work / "shard.h5", preset, build, digest="d"))
-    manifest = {
-        "clip_id": ("object", paths),
-        "path": ("object", paths),
-        "class": ("object", [path.split("/")[0] for path in paths]),
+    manifest = {  # as Manifest.store_columns gives it: text as UTF-8 bytes
+        "clip_id": encode_text(paths),
+        "path": encode_text(paths),
+        "class": encode_text([path.split("/")[0] for path in paths]),
     }
     dataset = {"name": "tones", "layout": "folder", "root": str(tones_root), "metadata": None}
     store = work / "store.h5"

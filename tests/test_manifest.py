@@ -3,6 +3,7 @@
 import os
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import make_esc50, tone, write_audio
@@ -31,7 +32,10 @@ def test_demo_manifest_is_known_before_the_files_exist_and_matches_disk(demo_roo
     )
     on_disk = build_manifest(demo_root, "urbansound8k")
     pd.testing.assert_frame_equal(planned.table, on_disk.table)
-    assert planned.store_columns() == on_disk.store_columns()
+    planned_columns, on_disk_columns = planned.store_columns(), on_disk.store_columns()
+    assert list(planned_columns) == list(on_disk_columns)
+    for name, values in planned_columns.items():
+        np.testing.assert_array_equal(values, on_disk_columns[name])
 
 
 def test_urbansound8k_reports_missing_and_unlisted_files(tmp_path, demo_root):

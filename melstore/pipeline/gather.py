@@ -43,8 +43,8 @@ from melstore.store.stats import MOMENTS_GROUP, STATS_GROUP, Moments
 
 # Clips whose moments are pooled at a time, in store order: the same sums at every shard size.
 MOMENTS_BLOCK = 1024
-# What Manifest.store_columns gives: column name -> (numpy dtype, values in manifest order).
-ManifestColumns = Mapping[str, tuple[str, Sequence]]
+# What Manifest.store_columns gives: column name -> values in manifest order (text as bytes).
+ManifestColumns = Mapping[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def gather_store(job: GatherJob) -> str:
     remove_stale_shards(job.out_path, job.shard_paths, keep={*previous, *current})
     with h5py.File(job.out_path, "r") as index:
         shape = index["features"].shape
-    return gathering.summary(job.store, kept, shape=shape, n_files=len(job.manifest["clip_id"][1]))
+    return gathering.summary(job.store, kept, shape=shape, n_files=len(job.manifest["clip_id"]))
 
 
 def index_contents(
@@ -213,8 +213,8 @@ class Gathering:
 
     Attributes
     ----------
-    shards : list of ShardTables
-        Every shard, in shard order: the index's rows are their clips, end to end.
+    shard_paths : list of str
+        Every shard file, in shard order: the index's rows are their clips, end to end.
     refs : list of ShardRef
         Each shard's name relative to the index, rows and digest.
     metadata, failures : dict of str to np.ndarray
@@ -225,7 +225,7 @@ class Gathering:
         The window and filter bank they were computed with.
     """
 
-    shards: list[ShardTables]
+    shard_paths: list[str]
     refs: list[ShardRef]
     metadata: dict[str, np.ndarray]
     failures: dict[str, np.ndarray]
@@ -287,7 +287,7 @@ def fold_stats(
     folds = Moments.empty(len(labels), frame_shape)
     own = np.arange(len(labels))
     start = 0
-    for clips in clip_moments(gathering.shards, frame_shape):
+    for clips in clip_moments(gathering.shard_paths, frame_shape):
         block = groups[start : start + len(clips)]
         folds = Moments.concatenate([folds, clips]).pooled(
             np.concatenate([own, block]), len(labels)
@@ -296,11 +296,11 @@ def fold_stats(
     return {"fold": np.asarray(labels), **folds.arrays(), "fold_column": fold_column}
 
 
-def clip_moments(shards: Sequence[ShardTables], frame_shape: tuple[int, ...]) -> Iterator[Moments]:
+def clip_moments(shard_paths: Sequence[str], frame_shape: tuple[int, ...]) -> Iterator[Moments]:
     """Every stored clip's moments in store order, :data:`MOMENTS_BLOCK` clips at a time."""
     pending = Moments.empty(0, frame_shape)
-    for shard in shards:
-        with h5py.File(shard.path, "r") as opened:
+    for path in shard_paths:
+        with h5py.File(path, "r") as opened:
             pending = Moments.concatenate([pending, Moments.read(opened[MOMENTS_GROUP])])
         while len(pending) >= MOMENTS_BLOCK:
             yield pending[:MOMENTS_BLOCK]
@@ -327,25 +327,25 @@ def plan_gather(
     """
     shards = [ShardTables.read(path) for path in shard_paths]  # once: shard_size=1 means thousands
     versions = check_versions(shards)
-    stored = np.concatenate(
-        [np.char.decode(shard.metadata["clip_id"]) for shard in shards] or [np.array([], str)]
-    ).tolist()
+    # clip ids as UTF-8 bytes arrays: no Python object per clip
+    stored = np.concatenate([shard.metadata["clip_id"] for shard in shards] or [encode_text([])])
     failed = {
         record[0]: record
         for shard in shards
         for record in zip(*(shard.failures[c] for c in FAILURE_COLUMNS), strict=True)
     }
-    clip_ids = manifest["clip_id"][1]
+    clip_ids = manifest["clip_id"]
     _check_success(len(stored), len(clip_ids), failed, min_success=min_success, out_path=out_path)
-    known = set(stored) | failed.keys()
-    missing = next((clip_id for clip_id in clip_ids if clip_id not in known), None)
-    if missing is not None:
-        raise MelstoreError(f"clip {missing!r} is in no shard; rerun the workflow")
+    missing = ~np.isin(clip_ids, np.concatenate([stored, encode_text(list(failed))]))
+    if missing.any():
+        first = clip_ids[np.argmax(missing)].decode()
+        raise MelstoreError(f"clip {first!r} is in no shard; rerun the workflow")
     if on_error == "fail" and failed:
         _, path, reason = next(iter(failed.values()))
         raise MelstoreError(f"{path}: {reason}")
     errors = storage is not None and storage.precision_db is not None
-    metadata = _metadata(manifest, stored, shards, errors=errors)
+    rows = _manifest_rows(clip_ids, stored, out_path=out_path)
+    metadata = _metadata(manifest, rows, shards, errors=errors)
     failures = {  # text columns, even when empty
         name: np.asarray(values, dtype=object)
         for name, values in zip(FAILURE_COLUMNS, columns_of(list(failed.values()), 3), strict=True)
@@ -361,7 +361,7 @@ def plan_gather(
         start += shard.n_clips
     # every shard job built the same front end: any shard's will do
     frontend = _frontend_arrays(shard_paths[0]) if shard_paths else {}
-    return Gathering(shards, refs, metadata, failures, versions, frontend)
+    return Gathering([shard.path for shard in shards], refs, metadata, failures, versions, frontend)
 
 
 def check_versions(shards: Sequence[ShardTables]) -> dict:
@@ -411,20 +411,29 @@ def _frontend_arrays(shard_path: str | Path) -> dict[str, np.ndarray]:
         return {name: data[()] for name, data in shard["frontend"].items()}
 
 
+def _manifest_rows(clip_ids: np.ndarray, stored: np.ndarray, *, out_path) -> np.ndarray:
+    """The manifest row of each stored clip, in store order (both ids as bytes arrays)."""
+    order = np.argsort(clip_ids, kind="stable")
+    found = np.searchsorted(clip_ids, stored, sorter=order).clip(max=max(len(order) - 1, 0))
+    rows = order[found] if len(order) else found
+    strays = clip_ids[rows] != stored if len(order) else np.ones(len(stored), bool)
+    if strays.any():
+        stray = stored[np.argmax(strays)].decode()
+        raise MelstoreError(
+            f"{out_path}: clip {stray!r} is in a shard but not in the dataset; rerun the workflow"
+        )
+    return rows
+
+
 def _metadata(
-    manifest: ManifestColumns, stored: list[str], shards: Sequence[ShardTables], *, errors: bool
+    manifest: ManifestColumns, rows: np.ndarray, shards: Sequence[ShardTables], *, errors: bool
 ) -> dict[str, np.ndarray]:
-    """Manifest columns of the stored clips, in store order, then what their shards computed.
+    """Manifest columns of the stored clips (``rows``, in store order), then what shards computed.
 
     With ``errors``, the quantisation error column follows; in the
     concatenated layout, each clip's place along time (``clip_locations``).
     """
-    row_of = {clip_id: row for row, clip_id in enumerate(manifest["clip_id"][1])}
-    rows = np.asarray([row_of[clip_id] for clip_id in stored], dtype=np.int64)
-    table = {
-        name: (encode_text(v) if kind == "object" else np.asarray(v, dtype=kind))[rows]
-        for name, (kind, v) in manifest.items()
-    }
+    table = {name: values[rows] for name, values in manifest.items()}
     empty = computed_table([])
     for name in [*COMPUTED_COLUMNS, *([ERROR_COLUMN] if errors else [])]:
         parts = [shard.metadata[name] for shard in shards]  # text as bytes, kept so

@@ -9,7 +9,7 @@ import sys
 from contextlib import contextmanager
 
 from melstore.errors import MelstoreError
-from melstore.pipeline.runtime import pin_threads, retain_freed_memory
+from melstore.pipeline.runtime import pin_threads
 
 # The extraction rule's threads: worker processes forked in the job, lowered to --cores.
 EXTRACT_THREADS = 8
@@ -24,7 +24,6 @@ def snakemake_job(snakemake):
     and keeps its traceback.
     """
     pin_threads(1)  # parallel work is done by processes (see extract), never threads
-    retain_freed_memory()
     _set_hdf5_file_locking(snakemake.config.get("hdf5_file_locking"))
     handler = (
         logging.FileHandler(snakemake.log[0], mode="w")

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from melstore.errors import ConfigError
-from melstore.store.format import STORE_COLUMNS
+from melstore.store.format import STORE_COLUMNS, encode_text
 from melstore.store.reader import LAYOUT_SOURCE_COLUMN, UNLABELLED
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
@@ -106,20 +106,21 @@ class Manifest:
     def __len__(self) -> int:
         return len(self.table)
 
-    def store_columns(self) -> dict[str, tuple[str, list]]:
+    def store_columns(self) -> dict[str, np.ndarray]:
         """What a store keeps of the manifest: clip_id, path and the CSV columns.
 
-        Each column is (numpy dtype, plain values), so that the gather needs
-        no pandas and Snakemake can compare it between runs; text is ``""``
-        where the CSV has no value, as the store writes it.
+        Numeric columns as they are; text as fixed-length UTF-8 bytes, ``b""``
+        where the CSV has no value, as the store writes it: no Python object
+        per cell, and no pandas needed to write them.
         """
         columns = {}
         for name in ["clip_id", "path", *self.csv_columns]:
             values = self.table[name]
             if values.dtype.kind in "biuf":
-                columns[name] = (values.dtype.str, values.tolist())
+                columns[name] = values.to_numpy()
             else:
-                columns[name] = ("object", values.astype(str).where(values.notna(), "").tolist())
+                text = values.astype(str).where(values.notna(), "")
+                columns[name] = encode_text(text.to_numpy(str))
         return columns
 
 

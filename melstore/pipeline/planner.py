@@ -48,12 +48,12 @@ TIMED_SAMPLE = 400
 # Measured constants of the model (bench/results/planner.md).
 SNAKEMAKE_SECONDS = 1.6  # snakemake's start-up and DAG, whatever the dataset
 PARSE_SECONDS_PER_FILE = 8e-6  # listing, stat-ing and sharding, per file and invocation
-JOB_SECONDS = 2.0  # an extraction job's start-up, imports and filter bank
-WORKER_EFFICIENCY = 0.85  # a worker's clips per second, relative to this process's
+JOB_SECONDS = 1.0  # an extraction job's start-up, imports and filter bank
+WORKER_EFFICIENCY = 0.9  # a worker's clips per second, relative to this process's
 GATHER_SECONDS = 1.0  # the gather's start-up
 GATHER_SECONDS_PER_CLIP = 25e-6  # its tables and statistics, per clip
-METADATA_BYTES_PER_CLIP = 420  # a stored clip's rows of the index's tables
-SHARD_TABLE_BYTES_PER_CLIP = 150  # its row of its shard file's table, besides its moments
+METADATA_BYTES_PER_CLIP = 200  # a stored clip's rows of the index's tables
+SHARD_TABLE_BYTES_PER_CLIP = 170  # its row of its shard file's table, besides its moments
 STORE_FIXED_BYTES = 40_000  # an index's or a shard file's HDF5 structure, besides its front end
 JOB_BASE_MB = 160  # an extraction job's parent process
 WORKER_BASE_MB = 75  # a forked worker, before its clip's arrays
