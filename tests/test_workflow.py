@@ -181,7 +181,8 @@ def test_demo_config_builds_the_demo_dataset_and_its_stores(tmp_path):
         # typed like the CSV, and an empty failures table still holds text columns
         assert {f[f"metadata/{c}"].dtype.kind for c in ("fold", "classID", "fsID")} == {"i"}
         assert f["metadata/start"].dtype.kind == "f"
-        assert [f[f"failures/{c}"].dtype.kind for c in ("clip_id", "path", "reason")] == ["O"] * 3
+        failures = [f[f"failures/{c}"].dtype for c in ("clip_id", "path", "reason")]
+        assert [h5py.check_string_dtype(d).encoding for d in failures] == ["utf-8"] * 3
     assert result.stdout.count(f"{n_clips} clips, features") == 2
     assert "files failed" not in result.stdout
 
