@@ -198,7 +198,8 @@ class Growth:
     gather_rss_mb: float
     index_mb: float
     features_mb: float
-    results_mb: float
+    results_mb: float  # at the end: after added files, two generations of shard files
+    clean_results_mb: float | None  # right after the clean build: one generation
     read_ms: float
 
 
@@ -271,9 +272,12 @@ def main(files, seconds, cores, reruns_only, tiny, workdir, out) -> None:
     parse = parse_seconds(config)
     runs = {"dry": measure("dry run (-n)", snakemake_command(work, cores, "-n"))}
     store_target = snakemake_command(work, cores, "results/growth/short.h5")
+    results = work / "results" / "growth"
+    clean_results_mb = None
     if not reruns_only:
         clean(work)
         runs["build"] = measure("clean build of the store", store_target)
+        clean_results_mb = disk_mb(results)
     runs["noop"] = median_run([measure("no-op rerun", store_target) for _ in range(3)])
     clips = folder_plan(files, seconds=seconds)
     default_target = snakemake_command(work, cores)  # the store and its report
@@ -290,7 +294,6 @@ def main(files, seconds, cores, reruns_only, tiny, workdir, out) -> None:
     if not tiny:
         added = add_files(root, clips, ADDED_FILES)
         runs["added"] = measure(f"{ADDED_FILES} added files", store_target, note=f"in {added}/")
-    results = work / "results" / "growth"
     growth = Growth(
         files=files,
         corpus_gb=disk_mb(corpus) / 1e3,
@@ -301,6 +304,7 @@ def main(files, seconds, cores, reruns_only, tiny, workdir, out) -> None:
         index_mb=(results / "short.h5").stat().st_size / 1e6,
         features_mb=features_mb(results / "short.h5"),
         results_mb=disk_mb(results) - disk_mb(results / "report"),
+        clean_results_mb=clean_results_mb,
         read_ms=melstore_read_ms(results / "short.h5"),
     )
     publish(report(growth, cores=cores, seconds=seconds, tiny=tiny), out)
@@ -334,7 +338,14 @@ def report(growth: Growth, *, cores: int, seconds: tuple[float, float], tiny: bo
         f"{growth.gather_rss_mb:.0f} MB.",
         f"- Store: index {growth.index_mb:.1f} MB, features {growth.features_mb:.0f} MB; "
         f"`results/growth/` without the report: {growth.results_mb:.0f} MB "
-        f"({growth.results_mb / growth.features_mb:.2f}× the features' bytes).",
+        f"({growth.results_mb / growth.features_mb:.2f}× the features' bytes)"
+        + (
+            ""
+            if growth.clean_results_mb is None
+            else f"; right after the clean build {growth.clean_results_mb:.0f} MB "
+            f"({growth.clean_results_mb / growth.features_mb:.2f}×)"
+        )
+        + ".",
         f"- One random clip through melstore (`Store.clip`, median of 1000, each read once "
         f"before): {growth.read_ms:.3f} ms.",
         "",

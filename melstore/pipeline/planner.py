@@ -496,7 +496,9 @@ def _predict_set(
     """Feature set ``name``'s jobs scheduled on ``cores``, its store's bytes and its memory."""
     threads = job_threads(cores)
     shard_clips = [len(rows) for rows in plan.shards.values()]
-    per_file = sample.cpu_per_file + read_per_file
+    # a read served by the page cache is in the sampled CPU time; a slower one waits on the disk
+    disk_wait = read_per_file if read_per_file * 1e3 > SLOW_READ_MS else 0.0
+    per_file = sample.cpu_per_file + disk_wait
     jobs = [JOB_SECONDS + clips * per_file / (threads * WORKER_EFFICIENCY) for clips in shard_clips]
     # the index and each shard file hold a front end; a clip's row and moments are in its shard
     per_clip = (
