@@ -4,12 +4,11 @@ from melstore.pipeline.jobs import snakemake_job
 
 with snakemake_job(snakemake) as log:
     from melstore.pipeline.gather import GatherJob, gather_store
-    from melstore.pipeline.plan import load_manifest
+    from melstore.pipeline.manifest_file import read_manifest_file
 
     summary = gather_store(
         GatherJob(
-            # paths only: the shard files hold their clips' sizes and mtimes
-            manifest=load_manifest(snakemake.params.dataset, with_stats=False).store_columns(),
+            manifest=read_manifest_file(snakemake.input.manifest),
             shard_paths=snakemake.input.shards,
             store=snakemake.params.store,
             out_path=snakemake.output[0],

@@ -44,3 +44,19 @@ def test_the_rows_follow_the_shard_whatever_the_listing_order(shard):
     metadata = plan_gather(listing(PATHS[::-1]), [shard]).metadata
     assert metadata["clip_id"].tolist() == metadata["path"].tolist()
     assert sorted(metadata["clip_id"].tolist()) == [path.encode() for path in sorted(PATHS)]
+
+
+def test_a_clip_in_two_shards_is_named(shard):
+    with pytest.raises(MelstoreError, match=r"clip 'a/one.wav' is in more than one shard; rerun"):
+        plan_gather(listing(PATHS), [shard, shard])
+
+
+def test_the_rows_map_each_stored_clip_to_its_listed_row(shard):
+    """Listed in another order, among clips of other shards, each row keeps its own path."""
+    listed = ["0/x.wav", PATHS[1], "1/y.wav", PATHS[0]]
+    columns = {"clip_id": encode_text(listed), "path": encode_text([f"p/{c}" for c in listed])}
+    with pytest.raises(MelstoreError, match="'0/x.wav' is in no shard"):
+        plan_gather(columns, [shard])
+    columns = {name: values[[1, 3]] for name, values in columns.items()}
+    metadata = plan_gather(columns, [shard]).metadata
+    assert [b"p/" + c for c in metadata["clip_id"].tolist()] == metadata["path"].tolist()

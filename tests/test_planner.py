@@ -159,7 +159,7 @@ def test_plan_for_people_gives_the_cluster_settings(folder_work):
     block = yaml.safe_load(out[out.index("  set-resources:") :])
     requests = block["set-resources"]
     assert set(requests["extract"]) == {"cpus_per_task", "mem_mb", "runtime"}
-    assert set(requests["gather"]) == {"mem_mb", "runtime"}
+    assert set(requests["gather"]) == set(requests["manifest"]) == {"mem_mb", "runtime"}
     assert requests["extract"]["mem_mb"] >= 100 and requests["gather"]["runtime"] >= 10
     # the CPUs the SLURM profile gives an extraction job, whatever they are
     profile = yaml.safe_load((REPO / "profiles/slurm/profile.yaml").read_text())

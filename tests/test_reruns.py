@@ -42,13 +42,15 @@ TARGETS = ("all", "evaluate")
 SCRIPTS = {
     "demo_dataset": "demo_dataset.py",
     "extract": "extract.py",
+    "manifest": "manifest.py",
     "gather": "gather.py",
     "report": "report.py",
     "baseline": "evaluate.py",
 }
 DOWNSTREAM = {
-    "demo_dataset": {"extract"},
+    "demo_dataset": {"extract", "manifest"},
     "extract": {"gather"},
+    "manifest": {"gather"},
     "gather": {"publish"},
     "publish": {"report", "baseline"},
     "report": set(),
@@ -59,6 +61,8 @@ SETS = {
     "b": {"preset": "seed", "n_mels": 16, "duration": 0.5},
 }
 FILES = [f"class{i % 3}/clip{i:02d}.wav" for i in range(12)]
+# Rules with one job for the dataset, not one per feature set.
+DATASET_RULES = ("manifest",)
 
 
 def rerun_table() -> dict[str, str]:
@@ -83,7 +87,7 @@ def expected_jobs(cell: str, feature_sets) -> set[tuple[str, str, str]]:
     jobs = set()
     for rule, of_its_shard in re.findall(r"`(\w+)`( of its shard)?", cell):
         shards = ("its shard" if of_its_shard else "every shard") if rule == "extract" else ""
-        jobs |= {(rule, name, shards) for name in sets}
+        jobs |= {(rule, "" if rule in DATASET_RULES else name, shards) for name in sets}
     return jobs
 
 

@@ -241,9 +241,10 @@ def test_a_build_keeps_the_features_once_in_its_shards_and_the_index_maps_them(b
     base, _ = built
     results = base / "work/results/mine"
     names = [*SETS, "salamon2017", "vggish"]
-    # each store, and the same file under the name the gather wrote it by
+    # each store, the same file under the name the gather wrote it by, and the manifest file
     assert {p.name for p in results.glob("*.h5")} == {
-        file for name in names for file in (f"{name}.h5", f".{name}.index.h5")
+        "manifest.h5",
+        *(file for name in names for file in (f"{name}.h5", f".{name}.index.h5")),
     }
     for name in names:
         assert (results / f"{name}.h5").samefile(results / f".{name}.index.h5")

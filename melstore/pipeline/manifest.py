@@ -21,6 +21,7 @@ and an optional CSV with a ``path`` column joined in.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ import pandas as pd
 
 from melstore.errors import ConfigError
 from melstore.store.format import STORE_COLUMNS, encode_text
-from melstore.store.reader import LAYOUT_SOURCE_COLUMN, UNLABELLED
+from melstore.store.reader import UNLABELLED
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 LAYOUTS = ("urbansound8k", "esc50", "folder")
@@ -44,14 +45,6 @@ ESCAPES_ROOT = "path escapes the dataset root"
 NOT_FOUND = "file not found"
 # Where each layout keeps its own metadata CSV, relative to the root.
 LAYOUT_CSV = {"urbansound8k": "metadata/UrbanSound8K.csv", "esc50": "meta/esc50.csv"}
-
-
-def source_column(dataset: dict) -> str:
-    """The metadata column naming each clip's source recording, or ``""`` when none is known.
-
-    ``dataset.source_column`` if the config names one, else the layout's own.
-    """
-    return dataset.get("source_column") or LAYOUT_SOURCE_COLUMN.get(dataset["layout"], "")
 
 
 # The stat of a file that was not stat'ed: missing, unusable, broken, or the generated demo's.
@@ -105,6 +98,12 @@ class Manifest:
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def listing_digest(self) -> str:
+        """A digest of each row's path and problem: what the manifest holds besides its CSV."""
+        digest = hashlib.sha256("\0".join(self.table["path"].tolist()).encode())
+        digest.update("\0".join(self.table["problem"].tolist()).encode())
+        return digest.hexdigest()
 
     def store_columns(self) -> dict[str, np.ndarray]:
         """What a store keeps of the manifest: clip_id, path and the CSV columns.

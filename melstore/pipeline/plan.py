@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -23,7 +22,7 @@ from melstore.pipeline.manifest import (
     manifest_from_listing,
     metadata_csv,
 )
-from melstore.pipeline.shards import assign_shards
+from melstore.pipeline.shards import SHARD_DIGEST_CHARS, assign_shards
 from melstore.store.format import Storage
 
 # Feature-set keys that say how a store keeps its values, not how they are computed.
@@ -31,11 +30,6 @@ STORAGE_KEYS = ("precision_db", "compression")
 
 # What an extraction job is told of each of its clips.
 ENTRY_COLUMNS = ("clip_id", "path", "problem")
-
-# Hex digits of the digest in a shard file's name: 64 bits, no collision among a set's shards.
-SHARD_DIGEST_CHARS = 16
-# A shard file's name (Plan.shard_file), or its writer's temporary name (melstore.files).
-SHARD_FILE_NAME = re.compile(rf"\.?s[01]*-[0-9a-f]{{{SHARD_DIGEST_CHARS}}}\.h5(\.tmp\d+)?")
 
 # Folders the workflow writes, relative to the working directory.
 OUTPUT_FOLDERS = ("results", "logs", ".snakemake")

@@ -60,7 +60,9 @@ WORKER_BASE_MB = 75  # a forked worker, before its clip's arrays
 RECORD_BYTES_PER_CLIP = 1200  # the parent's index of the clips of its previous shard files
 SLOW_READ_MS = 1.0  # a file read slower than this is not from the page cache
 GATHER_BASE_MB = 150  # the gather's process
-GATHER_MB_PER_CLIP = 1.5e-3  # its tables and index, per clip of the dataset
+GATHER_MB_PER_CLIP = 0.5e-3  # its tables and index, per clip of the dataset
+MANIFEST_BASE_MB = 150  # the manifest job's process, with pandas
+MANIFEST_MB_PER_CLIP = 0.5e-3  # its listing and tables, per file of the dataset
 
 # The job length aimed at on a cluster.
 CLUSTER_JOB_SECONDS = 120
@@ -140,8 +142,14 @@ class Prediction:
         """The gather's memory, which grows with the dataset (its tables), not the features."""
         return int(math.ceil(GATHER_BASE_MB + self.files * GATHER_MB_PER_CLIP))
 
+    @property
+    def manifest_mem_mb(self) -> int:
+        """The manifest job's memory: it lists the dataset and reads its CSV."""
+        return int(math.ceil(MANIFEST_BASE_MB + self.files * MANIFEST_MB_PER_CLIP))
+
     def slurm_resources(self) -> dict[str, dict[str, int]]:
-        """The SLURM requests of an extraction job (at the recommended shard size) and a gather.
+        """The SLURM requests of an extraction job (at the recommended shard size), the
+        manifest job and a gather.
 
         With headroom: memory 1.5x (a clip longer than the sample's), run time
         3x and at least 10 min (slower nodes and disks).
@@ -161,6 +169,10 @@ class Prediction:
                 "cpus_per_task": self.cluster_threads,
                 "mem_mb": _headroom_mb(mem),
                 "runtime": _headroom_minutes(seconds),
+            },
+            "manifest": {
+                "mem_mb": _headroom_mb(self.manifest_mem_mb),
+                "runtime": _headroom_minutes(self.parse_seconds),
             },
             "gather": {
                 "mem_mb": _headroom_mb(self.gather_mem_mb),

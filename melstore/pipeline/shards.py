@@ -13,11 +13,16 @@ assignment of every other clip, and so every other shard job, is untouched.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 
 import numpy as np
 
 KEY_BITS = 64
+# Hex digits of the digest in a shard file's name: 64 bits, no collision among a set's shards.
+SHARD_DIGEST_CHARS = 16
+# A shard file's name (Plan.shard_file), or its writer's temporary name (melstore.files).
+SHARD_FILE_NAME = re.compile(rf"\.?s[01]*-[0-9a-f]{{{SHARD_DIGEST_CHARS}}}\.h5(\.tmp\d+)?")
 
 
 def shard_key(clip_id: str) -> str:

@@ -46,7 +46,7 @@ import math
 import os
 import resource
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -602,15 +602,23 @@ def as_frame(columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
 
 
 def read_columns(
-    store: h5py.File, group: str, *, rows: slice = slice(None), decode: bool = True
+    store: h5py.File,
+    group: str,
+    *,
+    rows: slice = slice(None),
+    decode: bool = True,
+    only: Collection[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Read ``rows`` of a table group as numpy columns, in stored order (no pandas import).
 
     Text comes as str objects, or with ``decode=False`` as stored: UTF-8
     bytes, which a writer takes back as they are (:func:`encode_text`).
+    ``only`` keeps the columns it names that the table has.
     """
     node = store[group]
     columns = json.loads(node.attrs["columns"])
+    if only is not None:
+        columns = [column for column in columns if column in only]
     return {column: _read_column(node[column], rows, decode=decode) for column in columns}
 
 

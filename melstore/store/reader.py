@@ -15,7 +15,7 @@ import functools
 import hashlib
 import json
 import sys
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from melstore.errors import MelstoreError
-from melstore.store.format import as_frame, open_store, read_columns
+from melstore.store.format import as_frame, encode_text, open_store, read_columns
 from melstore.store.stats import STATS_GROUP, Moments
 
 if TYPE_CHECKING:
@@ -39,8 +39,6 @@ LABEL_COLUMNS = ("class", "category", "label")
 # The dataset's own integer class ids: UrbanSound8K, ESC-50.
 TARGET_COLUMNS = ("classID", "target")
 FOLD_COLUMN = "fold"
-# The metadata columns that decide the folds (assign_folds), besides a source column.
-FOLD_RULE_COLUMNS = ("clip_id", FOLD_COLUMN, *LABEL_COLUMNS)
 # The column naming each clip's source recording in UrbanSound8K and ESC-50.
 LAYOUT_SOURCE_COLUMN = {"urbansound8k": "fsID", "esc50": "src_file"}
 # The label of a clip stored without one, and how tables and figures name its class.
@@ -337,13 +335,16 @@ class Store:
         pd.Series
             One fold per row; its name is the column, or ``"fold (fallback)"``.
         """
-        return assign_folds(
-            self.metadata,
+        import pandas as pd
+
+        folds = assign_folds(
+            self.metadata_columns,
             column=column,
             n_splits=n_splits,
             source=self.source_column,
             where=self.path,
         )
+        return pd.Series(folds.of_rows, name=folds.column)
 
     def folds(self, *, column: str | None = None, n_splits: int = 5) -> list[Split]:
         """Cross-validation splits: (train rows, test rows) for each fold.
@@ -609,57 +610,90 @@ def find_source_column(columns: Collection[str], recorded: str = "") -> str | No
     return next((column for column in known if column and column in columns), None)
 
 
+@dataclass(frozen=True)
+class Folds:
+    """The test fold of every row of a store's metadata (:func:`assign_folds`).
+
+    Attributes
+    ----------
+    of_rows : np.ndarray
+        One fold per row, as the fold column holds them (text as given), or
+        1..``n_splits`` for the fallback split.
+    column : str
+        The fold column, or ``"fold (fallback)"``.
+    """
+
+    of_rows: np.ndarray
+    column: str
+
+
 def assign_folds(
-    metadata: pd.DataFrame,
+    metadata: Mapping[str, np.ndarray],
     *,
     column: str | None = None,
     n_splits: int = 5,
     source: str | None = None,
     where: object,
-) -> pd.Series:
+) -> Folds:
     """The test fold of every row of a store's metadata (see :meth:`Store.folds`).
 
-    ``source`` names the column of source recordings that the fallback split
-    keeps together (:func:`find_source_column`).
+    ``metadata`` maps column names to numpy columns, text as str or UTF-8
+    bytes (no pandas needed). ``source`` names the column of source
+    recordings that the fallback split keeps together (:func:`find_source_column`).
 
     Raises
     ------
     MelstoreError
         If the column is missing or has empty values, or ``n_splits`` < 2.
     """
-    if column is None and FOLD_COLUMN not in metadata.columns:
+    if column is None and FOLD_COLUMN not in metadata:
         return _fallback_folds(metadata, n_splits, source=source)
     column = column or FOLD_COLUMN
-    folds = metadata_column(metadata, column, where=where)
-    empty = folds.isna() | (folds.astype(str) == "")
+    if column not in metadata:
+        raise MelstoreError(
+            f"{where} has no metadata column {column!r}; columns: {', '.join(metadata)}"
+        )
+    folds = np.asarray(metadata[column])
+    empty = _text_cells(folds) == b""
     if empty.any():
+        example = _text_cells(np.asarray(metadata["clip_id"])[empty][:1])[0].decode()
         raise MelstoreError(
             f"{where}: column {column!r} is empty for {int(empty.sum())} clip(s), e.g. "
-            f"{metadata['clip_id'][empty].iat[0]!r}; give every clip a fold"
+            f"{example!r}; give every clip a fold"
         )
-    return folds
+    return Folds(folds, column)
 
 
-def _fallback_folds(metadata: pd.DataFrame, n_splits: int, *, source: str | None) -> pd.Series:
-    import pandas as pd
-
+def _fallback_folds(
+    metadata: Mapping[str, np.ndarray], n_splits: int, *, source: str | None
+) -> Folds:
     if n_splits < 2:
         raise MelstoreError(f"n_splits must be at least 2, got {n_splits}")
-    label_column = next((c for c in LABEL_COLUMNS if c in metadata.columns), None)
-    labels = metadata[label_column].astype(str) if label_column else pd.Series("", metadata.index)
-    folds = pd.Series(0, index=metadata.index, name=f"{FOLD_COLUMN} (fallback)")
+    clip_ids = _text_cells(np.asarray(metadata["clip_id"]))
+    label_column = next((c for c in LABEL_COLUMNS if c in metadata), None)
+    if label_column is None:
+        labels = np.zeros(len(clip_ids), dtype="S1")
+    else:
+        labels = _text_cells(np.asarray(metadata[label_column]))
+    name = f"{FOLD_COLUMN} (fallback)"
     if source is not None:
-        sources = metadata[source].astype(str).where(metadata[source].notna(), "")
+        sources = _text_cells(np.asarray(metadata[source]))
         # a clip without a source value is a source of its own
-        alone = "\0" + metadata["clip_id"].astype(str)
-        groups = sources.where(sources != "", alone)
-        folds[:] = grouped_folds(labels.to_numpy(), groups.to_numpy(), n_splits) + 1
-        return folds
+        groups = np.where(sources != b"", sources, np.char.add(b"\0", clip_ids))
+        return Folds(grouped_folds(labels, groups, n_splits) + 1, name)
     # raw digests sort as their hex strings do, in a tenth of the memory
-    hashes = [hashlib.sha256(str(c).encode()).digest() for c in metadata["clip_id"]]
-    order = np.lexsort((np.array(hashes, dtype="S32"), labels.to_numpy(dtype=str)))
-    folds.iloc[order] = np.arange(len(order)) % n_splits + 1
-    return folds
+    hashes = np.fromiter((hashlib.sha256(c).digest() for c in clip_ids), "S32", len(clip_ids))
+    folds = np.zeros(len(clip_ids), dtype=np.int64)
+    folds[np.lexsort((hashes, labels))] = np.arange(len(clip_ids)) % n_splits + 1
+    return Folds(folds, name)
+
+
+def _text_cells(values: np.ndarray) -> np.ndarray:
+    """A column's cells as UTF-8 bytes, spelt as ``str()`` spells them; missing as b''.
+
+    Bytes sort as their text does (UTF-8 keeps code point order).
+    """
+    return values.astype("S") if values.dtype.kind in "biu" else encode_text(values)
 
 
 def grouped_folds(labels: np.ndarray, groups: np.ndarray, n_splits: int) -> np.ndarray:

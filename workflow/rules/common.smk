@@ -65,7 +65,7 @@ def storage_params(wildcards):
     return plan.storage[wildcards.featureset].to_dict()
 
 
-# All a store's index depends on besides its input files (shards, metadata CSV).
+# All a store's index depends on besides its input files (shards, manifest file).
 GATHER_PARAMS = {
     "features": feature_params,
     "storage": storage_params,

@@ -1,7 +1,29 @@
+# The dataset's clips and CSV columns, written again only when its files or CSV change.
+rule manifest:
+    input:
+        metadata=plan.metadata_files(),
+    output:
+        f"{RESULTS}/manifest.h5",
+    log:
+        f"{LOGS}/manifest.log",
+    benchmark:
+        f"{LOGS}/benchmarks/manifest.tsv"
+    conda:
+        "../../envs/melstore.yaml"
+    params:
+        # the listed paths, not the files' contents: a rewritten file reruns only its shard
+        listing=plan.manifest.listing_digest(),
+        layout=config["dataset"]["layout"],
+        versions=VERSIONS,
+        code=script_code("manifest.py"),
+    script:
+        "../../scripts/manifest.py"
+
+
 rule gather:
     input:
         shards=shard_paths,
-        metadata=plan.metadata_files(),
+        manifest=rules.manifest.output[0],
     output:
         # beside the store, which stays readable until `publish` links this in its place
         index=f"{RESULTS}/.{{featureset}}.index.h5",
@@ -25,7 +47,7 @@ rule publish:
     input:
         index=rules.gather.output.index,
         shards=shard_paths,
-        metadata=plan.metadata_files(),
+        manifest=rules.manifest.output[0],
     output:
         store_path("{featureset}"),
     log:
