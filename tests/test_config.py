@@ -31,7 +31,7 @@ def plan_for(**changes):
 
 def test_defaults_are_filled_in_and_every_parameter_is_explicit():
     plan = plan_for()
-    assert plan.config["shard_size"] == 10000 and plan.config["on_error"] == "skip"
+    assert plan.config["shard_size"] == 20000 and plan.config["on_error"] == "skip"
     mine = plan.feature_sets["mine"].to_dict()
     assert mine == {**PRESETS["seed"], "n_mels": 64}
     assert None not in [mine[k] for k in ("fmin", "fmax", "htk", "norm")]
