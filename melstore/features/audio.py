@@ -1,4 +1,4 @@
-"""Audio input: decode with soundfile, downmix, resample with soxr, fix the length.
+"""Audio input: decode with soundfile (whole or by blocks), downmix, resample with soxr.
 
 Only libsndfile (through soundfile) decodes every format found in the target
 datasets correctly: PCM 8/16/24/32, float, 4-bit IMA ADPCM, WAVE_FORMAT_EXTENSIBLE,
@@ -12,6 +12,8 @@ import hashlib
 import io
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +122,69 @@ def decode(
         If the file cannot be read, or the bytes are not decodable audio,
         hold no frames, or hold non-finite samples.
     """
+    with _opened(source) as audio:
+        info = AudioInfo.of(audio)
+        samples = _read(audio, frames=_frames_to_read(info, max_duration=max_duration))
+    if samples.shape[0] == 0:
+        raise AudioError("no audio frames")
+    return downmix(samples), info
+
+
+@dataclass(frozen=True)
+class DecodedBlocks:
+    """An open audio file and its mono blocks, in order (:func:`decode_blocks`)."""
+
+    info: AudioInfo
+    blocks: Iterator[np.ndarray]
+
+
+@contextmanager
+def decode_blocks(
+    source: str | Path | bytes, *, block_seconds: float, max_duration: float | None = None
+) -> Iterator[DecodedBlocks]:
+    """:func:`decode`, a block at a time: the same samples, errors and header.
+
+    Parameters
+    ----------
+    source : str, Path or bytes
+        As for :func:`decode`.
+    block_seconds : float
+        Seconds of audio per block, at least one frame; the last block may hold fewer.
+    max_duration : float or None
+        As for :func:`decode`.
+
+    Yields
+    ------
+    DecodedBlocks
+        The header, and the float32 blocks, each the mean of all channels as
+        :func:`downmix` makes it. The blocks are read while they are iterated,
+        inside the ``with``; iterating raises what :func:`decode` raises for
+        unreadable data, no frames or non-finite samples.
+    """
+    with _opened(source) as audio:
+        info = AudioInfo.of(audio)
+        frames = _frames_to_read(info, max_duration=max_duration)
+        block_frames = max(1, round(block_seconds * info.sample_rate))
+        yield DecodedBlocks(info, _mono_blocks(audio, frames=frames, block_frames=block_frames))
+
+
+def _mono_blocks(audio: sf.SoundFile, *, frames: int, block_frames: int) -> Iterator[np.ndarray]:
+    """Downmixed blocks of at most ``block_frames`` until ``frames`` are read (-1: all)."""
+    read = 0
+    while frames < 0 or read < frames:
+        wanted = block_frames if frames < 0 else min(block_frames, frames - read)
+        samples = _read(audio, frames=wanted)
+        if samples.shape[0] == 0:
+            break
+        read += samples.shape[0]
+        yield downmix(samples)
+    if read == 0:
+        raise AudioError("no audio frames")
+
+
+@contextmanager
+def _opened(source: str | Path | bytes) -> Iterator[sf.SoundFile]:
+    """The open file, with :func:`decode`'s errors for an empty or undecodable one."""
     in_memory = isinstance(source, bytes)
     try:
         size = len(source) if in_memory else os.stat(source).st_size
@@ -127,23 +192,38 @@ def decode(
         raise unreadable(err) from None
     if size == 0:
         raise AudioError("empty file (0 bytes)")
+    with _decoding_errors():
+        audio = sf.SoundFile(io.BytesIO(source) if in_memory else os.fspath(source))
+    with audio:
+        yield audio
+
+
+def _frames_to_read(info: AudioInfo, *, max_duration: float | None) -> int:
+    """Frames :func:`decode` reads: as ``librosa.load(duration=...)``; -1 for all of them."""
+    return -1 if max_duration is None else int(max_duration * info.sample_rate)
+
+
+def _read(audio: sf.SoundFile, *, frames: int) -> np.ndarray:
+    """The next ``frames`` (-1: all) as float32 (frames, channels), checked to be finite."""
+    with _decoding_errors():
+        samples = audio.read(frames=frames, dtype="float32", always_2d=True)
+    # only float encodings can hold NaN or Inf, so only they pay for the scan
+    if audio.subtype in ("FLOAT", "DOUBLE") and not np.isfinite(samples).all():
+        raise AudioError("non-finite samples (NaN or Inf) in the audio data")
+    return samples
+
+
+@contextmanager
+def _decoding_errors() -> Iterator[None]:
+    """Turn soundfile's errors while opening or reading into :class:`AudioError`."""
     try:
-        with sf.SoundFile(io.BytesIO(source) if in_memory else os.fspath(source)) as audio:
-            info = AudioInfo.of(audio)
-            frames = -1 if max_duration is None else int(max_duration * info.sample_rate)
-            samples = audio.read(frames=frames, dtype="float32", always_2d=True)
+        yield
     except sf.LibsndfileError as err:
         raise AudioError(f"not decodable audio: {err.error_string.rstrip('.')}") from None
     except OSError as err:
         raise AudioError(f"cannot read file: {err.strerror or err}") from None
     except (sf.SoundFileError, RuntimeError, ValueError) as err:
         raise AudioError(f"not decodable audio: {err}") from None
-    if samples.shape[0] == 0:
-        raise AudioError("no audio frames")
-    # only float encodings can hold NaN or Inf, so only they pay for the scan
-    if info.subtype in ("FLOAT", "DOUBLE") and not np.isfinite(samples).all():
-        raise AudioError("non-finite samples (NaN or Inf) in the audio data")
-    return downmix(samples), info
 
 
 def downmix(samples: np.ndarray) -> np.ndarray:
@@ -169,10 +249,23 @@ def resample(y: np.ndarray, *, orig_sr: int, target_sr: int, res_type: str) -> n
     """
     if orig_sr == target_sr:
         return y
+    check_res_type(res_type)
+    out = soxr.resample(y, orig_sr, target_sr, quality=res_type)
+    return fix_length(
+        out.astype(np.float32, copy=False),
+        resampled_length(len(y), orig_sr=orig_sr, target_sr=target_sr),
+    )
+
+
+def resampled_length(n_samples: int, *, orig_sr: int, target_sr: int) -> int:
+    """Samples :func:`resample` makes of ``n_samples``: ``ceil(n * target_sr / orig_sr)``."""
+    return math.ceil(n_samples * target_sr / orig_sr)
+
+
+def check_res_type(res_type: str) -> None:
+    """Refuse a ``res_type`` that is not one of :data:`SOXR_QUALITIES` (``ValueError``)."""
     if res_type not in SOXR_QUALITIES:
         raise ValueError(f"res_type must be one of {SOXR_QUALITIES}, got {res_type!r}")
-    out = soxr.resample(y, orig_sr, target_sr, quality=res_type)
-    return fix_length(out.astype(np.float32, copy=False), math.ceil(len(y) * target_sr / orig_sr))
 
 
 def fix_length(y: np.ndarray, size: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
@@ -175,6 +175,8 @@ class FeatureExtractor:
         self.frontend = frontend
         self.params = frontend.params
         self.kind = feature_kind(self.params.kind)
+        # a kind centres only when center is true; its other framing rules do not depend on it
+        self._uncentred = replace(self.params, center=False)
         self._window = frontend.window.astype(np.float32)
         # each mel band covers a few FFT bins: 2% of the matrix is non-zero
         self._filterbank = (
@@ -191,15 +193,28 @@ class FeatureExtractor:
         sr : int
             Native sample rate of ``y``.
         """
-        p = self.params
         y, n_valid = self.prepare(y, sr=sr)
-        power = self.power_spectrogram(y)
+        return self.finish(self.power_spectrogram(y), n_samples_valid=n_valid)
+
+    def finish(self, power: np.ndarray, *, n_samples_valid: int) -> ClipFeatures:
+        """Log-scale a clip's whole :meth:`power_spectrogram` and add its deltas.
+
+        Parameters
+        ----------
+        power : np.ndarray
+            The spectrogram of the whole prepared signal (:meth:`prepare`).
+        n_samples_valid : int
+            How many samples of that signal came from the clip.
+        """
+        p = self.params
         peak = float(power.max())
         features = self.to_log(power, peak=peak)
         if p.deltas:
             features = np.stack([features, delta(features, width=p.delta_width)])
-        n_frames_valid = min(p.frames_for(n_valid), features.shape[-1])
-        return ClipFeatures(features, n_valid, n_frames_valid, _decibels(peak, power=p.power))
+        n_frames_valid = min(p.frames_for(n_samples_valid), features.shape[-1])
+        return ClipFeatures(
+            features, n_samples_valid, n_frames_valid, _decibels(peak, power=p.power)
+        )
 
     def prepare(self, y: np.ndarray, *, sr: int) -> tuple[np.ndarray, int]:
         """Resample to the feature rate and trim or pad to the duration.
@@ -216,10 +231,22 @@ class FeatureExtractor:
             y = fix_length(y, p.n_samples)
         return y, n_valid
 
-    def power_spectrogram(self, y: np.ndarray) -> np.ndarray:
-        """The kind's linear spectrogram, float32 (n_bins, n_frames)."""
+    def power_spectrogram(self, y: np.ndarray, *, padded: bool = False) -> np.ndarray:
+        """The kind's linear spectrogram, float32 (n_bins, n_frames).
+
+        Parameters
+        ----------
+        y : np.ndarray
+            The prepared signal (:meth:`prepare`), or a piece of it.
+        padded : bool
+            Whether ``y`` is already padded as centring pads it: its frames
+            then start at its first sample, for centred sets too.
+        """
         return self.kind.power_spectrogram(
-            y, params=self.params, window=self._window, filterbank=self._filterbank
+            y,
+            params=self._uncentred if padded else self.params,
+            window=self._window,
+            filterbank=self._filterbank,
         )
 
     def to_log(self, power: np.ndarray, *, peak: float) -> np.ndarray:
