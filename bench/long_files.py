@@ -1,10 +1,12 @@
 """Long recordings: peak memory and time of the whole-file and the streamed features.
 
 A variable-length feature set (``duration: null``) computes the features of a
-whole recording. The whole-file path (``decode``, then ``FeatureExtractor``)
-holds the decoded channels, the resampled signal and every frame at once;
-``stream_features`` holds a block of audio and the features. This measures
-both on one long stereo 44.1 kHz FLAC: the UrbanSound8K-shaped corpus's
+whole recording. The whole-file path (``decode``, then ``FeatureExtractor``:
+what a build ran before streaming) holds the decoded channels, the resampled
+signal and every frame at once; ``stream_features`` holds a block of audio and
+the features. This measures both on a corpus of long recordings, 10 minutes
+to 3 hours at mixed rates, channels and containers (:data:`CORPUS`; or one
+stereo 44.1 kHz FLAC of ``--minutes``): the UrbanSound8K-shaped corpus's
 classes (``bench.corpus.synthesize``) one after another in 10 s stretches,
 generated deterministically and cached under ``bench/cache/long/``.
 
@@ -14,8 +16,9 @@ filter bank are built here, with librosa, and handed over as arrays, as an
 extraction job builds them in a short-lived process. The two ways' features
 must be equal bit for bit.
 
-Run ``python -m bench.long_files --minutes 60`` from the repository root; it
-writes ``bench/results/long-files-60min.md``.
+Run ``python -m bench.long_files`` from the repository root for the corpus
+(``bench/results/long-files.md``), or ``--minutes 60`` for one file
+(``bench/results/long-files-60min.md``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,30 @@ WAYS = ("whole-file", "streamed")
 
 
 @dataclass(frozen=True)
+class Recording:
+    """One long file of the corpus: its length, rate, channels and container."""
+
+    minutes: float
+    sample_rate: int = SAMPLE_RATE
+    channels: int = 2
+    container: str = "FLAC"
+
+    @property
+    def name(self) -> str:
+        kind = f"{self.sample_rate // 1000}k-{self.channels}ch"
+        return f"{kind}-{self.minutes:g}min-v{LONG_VERSION}.{self.container.lower()}"
+
+
+# 10 minutes to 3 hours; the hour and the 3 hours at 44.1 kHz stereo, as the goals say
+CORPUS = (
+    Recording(10, 48000, 1, "WAV"),
+    Recording(30, 16000, 1, "FLAC"),
+    Recording(60),
+    Recording(180),
+)
+
+
+@dataclass(frozen=True)
 class Measured:
     """One way's run in its own process."""
 
@@ -63,30 +90,32 @@ class Measured:
     peak_db: float
 
 
-def long_recording(minutes: float) -> Path:
-    """The cached stereo FLAC of ``minutes``, written a stretch at a time if missing."""
+def long_recording(recording: Recording) -> Path:
+    """The cached file of ``recording``, written a stretch at a time if missing."""
     import soundfile as sf
 
     from bench.corpus import CLASS_NAMES, Clip, synthesize
     from melstore.files import atomic_path
 
-    path = CACHE / f"stereo-44k-{minutes:g}min-v{LONG_VERSION}.flac"
+    path = CACHE / recording.name
     if path.exists():
         return path
-    stretches = round(minutes * 60 / STRETCH_SECONDS)
+    rate = recording.sample_rate
+    stretches = round(recording.minutes * 60 / STRETCH_SECONDS)
     click.echo(f"writing {path.name}: {stretches} stretches of {STRETCH_SECONDS} s ...", err=True)
     with atomic_path(path) as tmp:
         with sf.SoundFile(
-            tmp, "w", samplerate=SAMPLE_RATE, channels=2, format="FLAC", subtype="PCM_16"
-        ) as out:
+            tmp, "w", samplerate=rate, channels=recording.channels,
+            format=recording.container, subtype="PCM_16",
+        ) as out:  # fmt: skip
             for index in range(stretches):
                 class_name = CLASS_NAMES[index % len(CLASS_NAMES)]
                 clip = Clip(
                     slice_file_name=f"stretch-{index}.flac", fsID=index, start=0.0,
                     end=float(STRETCH_SECONDS), salience=1, fold=1,
                     classID=CLASS_NAMES.index(class_name), class_name=class_name,
-                    samplerate=SAMPLE_RATE, channels=2, subtype="PCM_16", container="FLAC",
-                    frames=STRETCH_SECONDS * SAMPLE_RATE, seed=index,
+                    samplerate=rate, channels=recording.channels, subtype="PCM_16",
+                    container=recording.container, frames=STRETCH_SECONDS * rate, seed=index,
                 )  # fmt: skip
                 out.write(synthesize(clip, base_seed=SEED))
     return path
@@ -139,28 +168,62 @@ def measure_in_a_fresh_process(way: str, audio: Path, frontend: Path, features: 
     return Measured(**json.loads(result.stdout))
 
 
-def report(minutes: float, audio: Path, runs: list[Measured], *, features: np.ndarray) -> str:
-    """The Markdown report of one run, whose two ways gave ``features`` bit for bit."""
+@dataclass(frozen=True)
+class Compared:
+    """Both ways on one recording, whose features they gave bit for bit."""
+
+    recording: Recording
+    megabytes: float  # the file's
+    features_mb: float
+    runs: list[Measured]
+
+
+def compare(recording: Recording, frontend: Path, scratch: Path) -> Compared:
+    """Measure both ways on ``recording``; refuse features that differ by a bit."""
+    audio = long_recording(recording)
+    runs = [
+        measure_in_a_fresh_process(way, audio, frontend, scratch / f"{way}.npy") for way in WAYS
+    ]
+    whole, streamed = (np.load(scratch / f"{way}.npy") for way in WAYS)
+    same_record = all(
+        getattr(runs[0], name) == getattr(runs[1], name)
+        for name in ("n_samples_valid", "n_frames_valid", "peak_db")
+    )
+    if not (whole.shape == streamed.shape and np.array_equal(whole, streamed) and same_record):
+        raise click.ClickException(
+            f"{audio.name}: the streamed features differ: shapes {whole.shape} and "
+            f"{streamed.shape}, same valid lengths and peak: {same_record}"
+        )
+    return Compared(recording, audio.stat().st_size / 2**20, whole.nbytes / 2**20, runs)
+
+
+def report(command: str, compared: list[Compared]) -> str:
+    """The Markdown report of one run."""
     from bench.run import machine  # its imports (h5py, pandas) stay out of the measured process
 
+    rows = []
+    for c in compared:
+        r = c.recording
+        for run in c.runs:
+            realtime = r.minutes * 60 / run.wall_seconds
+            rows.append(
+                f"| {r.minutes:g} min, {r.sample_rate} Hz, {r.channels} ch, {r.container} "
+                f"({c.megabytes:.0f} MiB) | {c.features_mb:.1f} | {run.way} | "
+                f"{run.wall_seconds:.1f} | {realtime:.0f}× | {run.peak_rss_mb:.0f} | "
+                f"{run.imports_rss_mb:.0f} |"
+            )
     lines = [
-        f"# Long recordings: {minutes:g} min, whole file against streamed",
+        "# Long recordings: whole file against streamed",
         "",
-        f"`python -m bench.long_files --minutes {minutes:g}`: one stereo 44.1 kHz FLAC of "
-        f"{minutes:g} min ({audio.stat().st_size / 2**20:.0f} MiB), feature set `seed` with "
-        f"64 mels and `duration: null` ({features.nbytes / 2**20:.1f} MiB of features); each way "
-        "in a fresh process.",
+        f"`{command}`: feature set `seed` with 64 mels and `duration: null`; each way in a "
+        "fresh process, the whole-file way being the computation a build ran before "
+        "streaming. The features of both ways are equal bit for bit, with the same valid "
+        "lengths and peak, on every file.",
         "",
-        "| way | wall time (s) | peak RSS (MiB) | RSS after imports (MiB) |",
-        "|---|---:|---:|---:|",
-        *(
-            f"| {run.way} | {run.wall_seconds:.1f} | {run.peak_rss_mb:.0f} | "
-            f"{run.imports_rss_mb:.0f} |"
-            for run in runs
-        ),
-        "",
-        f"Features: equal bit for bit, shape {features.shape}, with the same valid lengths "
-        "and peak.",
+        "| recording | features (MiB) | way | wall time (s) | speed (× real time) | "
+        "peak RSS (MiB) | RSS after imports (MiB) |",
+        "|---|---:|---|---:|---:|---:|---:|",
+        *rows,
         "",
         "Machine:",
         *machine(),
@@ -170,35 +233,26 @@ def report(minutes: float, audio: Path, runs: list[Measured], *, features: np.nd
 
 
 @click.command()
-@click.option("--minutes", type=float, default=60.0, show_default=True, help="Recording length.")
+@click.option(
+    "--minutes", type=float, default=None,
+    help="One stereo 44.1 kHz FLAC of this length instead of the corpus.",
+)  # fmt: skip
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None,
-    help="Markdown report [default: bench/results/long-files-MINUTESmin.md].",
+    help="Markdown report [default: bench/results/long-files.md, or long-files-MINUTESmin.md].",
 )  # fmt: skip
-def main(minutes: float, out: Path | None) -> None:
-    """Peak RSS and wall time of a long file's features, whole-file against streamed."""
+def main(minutes: float | None, out: Path | None) -> None:
+    """Peak RSS and wall time of long files' features, whole-file against streamed."""
     from bench.run import publish
 
-    audio = long_recording(minutes)
+    recordings = CORPUS if minutes is None else (Recording(minutes),)
+    command = "python -m bench.long_files" + ("" if minutes is None else f" --minutes {minutes:g}")
     with tempfile.TemporaryDirectory() as scratch:
         frontend = Path(scratch) / "frontend.npz"
         np.savez(frontend, **Frontend.build(FeatureParams.from_dict(LONG_SET)).arrays())
-        runs = [
-            measure_in_a_fresh_process(way, audio, frontend, Path(scratch) / f"{way}.npy")
-            for way in WAYS
-        ]
-        whole, streamed = (np.load(Path(scratch) / f"{way}.npy") for way in WAYS)
-    same_record = all(
-        getattr(runs[0], name) == getattr(runs[1], name)
-        for name in ("n_samples_valid", "n_frames_valid", "peak_db")
-    )
-    if not (whole.shape == streamed.shape and np.array_equal(whole, streamed) and same_record):
-        raise click.ClickException(
-            f"the streamed features differ: shapes {whole.shape} and {streamed.shape}, "
-            f"same valid lengths and peak: {same_record}"
-        )
-    text = report(minutes, audio, runs, features=whole)
-    publish(text, out or RESULTS / f"long-files-{minutes:g}min.md")
+        compared = [compare(r, frontend, Path(scratch)) for r in recordings]
+    name = "long-files.md" if minutes is None else f"long-files-{minutes:g}min.md"
+    publish(report(command, compared), out or RESULTS / name)
 
 
 if __name__ == "__main__":

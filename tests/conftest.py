@@ -20,6 +20,7 @@ from melstore.pipeline import demo
 
 REPO = Path(__file__).resolve().parents[1]
 USER_CONFIG = "my.yaml"  # the config file name the README's examples use
+MELSTORE = str(Path(sys.executable).parent / "melstore")  # the installed command
 TORCH_BUILD = "torch==2.13.0+cpu"  # the CPU build .ci/run installs: pip's default bundles CUDA
 TORCH_SKIPPED = pytest.StashKey[int]()
 

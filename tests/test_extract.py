@@ -62,14 +62,14 @@ def test_workers_hand_back_every_clip_in_order(clips, tmp_path, monkeypatch, chu
 
 def test_a_worker_that_dies_ends_the_job_with_a_one_line_error(clips, tmp_path, monkeypatch):
     root, entries = clips
-    decode = extract.decode
+    file_features = extract.file_features
 
-    def crash_on_c23(source, **kwargs):
+    def crash_on_c23(extractor, source):
         if str(source).endswith("c23.wav"):
             os._exit(1)  # as a segfault in native code would: no exception, no cleanup
-        return decode(source, **kwargs)
+        return file_features(extractor, source)
 
-    monkeypatch.setattr(extract, "decode", crash_on_c23)
+    monkeypatch.setattr(extract, "file_features", crash_on_c23)
 
     def hung(signum, frame):
         raise TimeoutError("the job waits forever for the dead worker's files")

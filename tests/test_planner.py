@@ -4,13 +4,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import h5py
 import pytest
 import yaml
 from conftest import (
+    MELSTORE,
     REPO,
     USER_CONFIG,
     run_snakemake,
@@ -20,7 +20,6 @@ from conftest import (
     write_audio,
 )
 
-MELSTORE = str(Path(sys.executable).parent / "melstore")
 # What the planner must give, as README.md and `melstore plan --help` say.
 JSON_KEYS = {"files", "cpu_seconds", "wall_seconds", "cores", "jobs", "store_bytes", "mem_mb"}
 

@@ -10,6 +10,7 @@ import soxr
 from conftest import tone, write_audio
 
 from melstore.errors import AudioError
+from melstore.features import streaming
 from melstore.features.audio import SOXR_QUALITIES, decode, decode_blocks, resample
 from melstore.features.extractor import FeatureExtractor, FeatureParams, Frontend
 from melstore.features.kinds import FEATURE_KINDS
@@ -85,6 +86,20 @@ def test_variable_length_features_equal_the_whole_file_path(
     frames = round(blocks * BLOCK_SECONDS * sr) + (7 if blocks % 1 else 0)
     path = write_audio(tmp_path / "clip.wav", tone(sr, frames / sr, channels), sr)
     assert sf.info(path).frames == frames
+    assert_streamed_equals_whole_file(extractor, path)
+
+
+@pytest.mark.parametrize("promised", [0.0, 0.3, 2.0], ids=["none", "fewer", "more"])
+def test_a_header_promising_other_frames_changes_no_bit(tmp_path, monkeypatch, promised):
+    """The power is written into room made from the header; a wrong count grows or trims it."""
+    expected_frames = streaming._PreparedSignal.expected_frames
+    monkeypatch.setattr(
+        streaming._PreparedSignal,
+        "expected_frames",
+        lambda signal, frames: int(promised * expected_frames(signal, frames)),
+    )
+    extractor = extractor_of("seed", variable=True, deltas=False)
+    path = write_audio(tmp_path / "clip.wav", tone(44100, 3.3, 2), 44100)
     assert_streamed_equals_whole_file(extractor, path)
 
 

@@ -318,11 +318,14 @@ class LogMel(_MelKind):
             ref = peak
         else:
             ref = abs(float(p.ref))
-        db = 10.0 * np.log10(np.maximum(np.float32(p.amin), power))
+        # one array beside power, computed in place: a whole recording's features are large
+        db = np.maximum(np.float32(p.amin), power)
+        np.log10(db, out=db)
+        db *= np.float32(10.0)
         db -= np.float32(10.0 * math.log10(max(p.amin, ref)))
         if p.top_db is not None:
-            db = np.maximum(db, db.max() - np.float32(p.top_db))
-        return db.astype(np.float32, copy=False)
+            np.maximum(db, db.max() - np.float32(p.top_db), out=db)
+        return db
 
     def torch_log(self, power: torch.Tensor, *, params: FeatureParams) -> torch.Tensor:
         """:meth:`log` of each item of a batch (batch, n_mels, n_frames), in PyTorch."""
@@ -424,7 +427,7 @@ class LogSpec(FeatureKind):
         return one_sided.mT
 
     def log(self, power: np.ndarray, *, params: FeatureParams, peak: float) -> np.ndarray:
-        return np.log(power + np.float32(params.amin))
+        return _log_offset(power, amin=params.amin)
 
     def torch_log(self, power: torch.Tensor, *, params: FeatureParams) -> torch.Tensor:
         import torch
@@ -487,7 +490,7 @@ class VGGish(_MelKind):
         return _window(params), filterbank.astype(np.float32), centres
 
     def log(self, power: np.ndarray, *, params: FeatureParams, peak: float) -> np.ndarray:
-        return np.log(power + np.float32(params.amin))
+        return _log_offset(power, amin=params.amin)
 
     def torch_log(self, power: torch.Tensor, *, params: FeatureParams) -> torch.Tensor:
         import torch
@@ -645,3 +648,9 @@ def vggish_filterbank(
     filterbank = np.maximum(0.0, np.minimum(rising, falling))
     filterbank[:, 0] = 0.0
     return filterbank, 700.0 * (np.exp(edges[1:-1] / 1127.0) - 1.0)
+
+
+def _log_offset(power: np.ndarray, *, amin: float) -> np.ndarray:
+    """``np.log(power + amin)`` in float32, in one array beside ``power``."""
+    values = power + np.float32(amin)
+    return np.log(values, out=values)

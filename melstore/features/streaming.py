@@ -28,6 +28,7 @@ import soxr
 from melstore.features.audio import (
     AudioInfo,
     check_res_type,
+    decode,
     decode_blocks,
     fix_length,
     resampled_length,
@@ -46,6 +47,25 @@ class FileFeatures:
 
     clip: ClipFeatures
     info: AudioInfo
+
+
+def file_features(extractor: FeatureExtractor, source: str | Path | bytes) -> FileFeatures:
+    """The features of one file, as a build and ``melstore.extractor`` compute them.
+
+    A variable-length set (``duration: null``), whose files may be hours long,
+    streams the file (:func:`stream_features`); a fixed-length set decodes its
+    ``duration`` seconds whole, which bounds its memory already. Both give the
+    same bits.
+
+    Raises
+    ------
+    AudioError
+        If the file cannot be used (:func:`~melstore.features.audio.decode`).
+    """
+    if extractor.params.duration is None:
+        return stream_features(extractor, source)
+    y, info = decode(source, max_duration=extractor.params.duration)
+    return FileFeatures(extractor(y, sr=info.sample_rate), info)
 
 
 def stream_features(
@@ -88,6 +108,7 @@ def stream_features(
         source, block_seconds=block_seconds, max_duration=extractor.params.duration
     ) as audio:
         signal = _PreparedSignal(extractor.params, orig_sr=audio.info.sample_rate)
+        framer.reserve(signal.expected_frames(audio.info.frames))
         for block in audio.blocks:
             framer.push(signal.push(block))
     end = signal.finish()
@@ -150,6 +171,17 @@ class _PreparedSignal:
             rest = fix_length(rest, self._params.n_samples - self._n_released)
         return _SignalEnd(rest, n_valid)
 
+    def expected_frames(self, native_frames: int) -> int:
+        """The frames of the prepared signal of a file of ``native_frames``, as its header says."""
+        p = self._params
+        n_read = (
+            native_frames
+            if p.duration is None
+            else min(native_frames, int(p.duration * self._orig_sr))
+        )
+        n_prepared = resampled_length(n_read, orig_sr=self._orig_sr, target_sr=p.sr)
+        return p.frames_for(n_prepared if p.n_samples is None else p.n_samples)
+
     def _resampled_length(self) -> int:
         return resampled_length(self._n_read, orig_sr=self._orig_sr, target_sr=self._params.sr)
 
@@ -179,7 +211,8 @@ class _Framer:
         self._hop = p.hop_length
         self._start_padded = not self._centred
         self._samples = np.zeros(0, np.float32)
-        self._powers: list[np.ndarray] = []
+        self._power = np.zeros((extractor.params.n_bins, 0), np.float32)
+        self._n_frames = 0
 
     def push(self, samples: np.ndarray) -> None:
         """Take the next samples of the prepared signal; frame what they complete."""
@@ -198,7 +231,7 @@ class _Framer:
         if frames == 0:
             return
         framed = self._samples[: (frames - 1) * self._hop + self._frame_length]
-        self._powers.append(self._extractor.power_spectrogram(framed, padded=True))
+        self._append(self._extractor.power_spectrogram(framed, padded=True))
         self._samples = self._samples[frames * self._hop :]
 
     def finish(self, samples: np.ndarray) -> np.ndarray:
@@ -208,8 +241,24 @@ class _Framer:
             start = 0 if self._start_padded else self._pad  # else the whole signal is here
             self._samples = np.pad(self._samples, (start, self._pad), mode=self._pad_mode)
         # the kind pads a signal shorter than a frame; the rest of a longer one makes no frame
-        if not self._powers or len(self._samples) >= self._frame_length:
-            self._powers.append(self._extractor.power_spectrogram(self._samples, padded=True))
-        power = np.concatenate(self._powers, axis=1)
-        self._powers.clear()
+        if not self._n_frames or len(self._samples) >= self._frame_length:
+            self._append(self._extractor.power_spectrogram(self._samples, padded=True))
+        power = self._power[:, : self._n_frames]
+        self._power = self._power[:, :0]
         return power
+
+    def reserve(self, n_frames: int) -> None:
+        """Make room for the ``n_frames`` the header promises: no copy as they come."""
+        self._power = np.empty((self._power.shape[0], n_frames), np.float32)
+
+    def _append(self, power: np.ndarray) -> None:
+        """Put a piece's frames after the others, growing the array if the header said fewer."""
+        stop = self._n_frames + power.shape[1]
+        if stop > self._power.shape[1]:
+            grown = np.empty(
+                (self._power.shape[0], max(stop, 2 * self._power.shape[1])), np.float32
+            )
+            grown[:, : self._n_frames] = self._power[:, : self._n_frames]
+            self._power = grown
+        self._power[:, self._n_frames : stop] = power
+        self._n_frames = stop

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from melstore.errors import AudioError, MelstoreError
-from melstore.features.audio import decode, file_checksum
+from melstore.features.audio import file_checksum
 from melstore.features.extractor import FeatureExtractor, FeatureParams, Frontend
+from melstore.features.streaming import file_features
 from melstore.pipeline.reuse import PreviousBuild, file_stats, rebuild_reason, shard_of
 from melstore.store.format import (
     ERROR_COLUMN,
@@ -270,8 +271,8 @@ def compute_clip(
             raise AudioError(problem)
         source = os.path.join(root, path)
         checksum = file_checksum(source)  # also reports an unreadable file
-        y, info = decode(source, max_duration=extractor.params.duration)
-        clip = extractor(y, sr=info.sample_rate)
+        computed = file_features(extractor, source)
+        clip, info = computed.clip, computed.info
         if not np.isfinite(clip.features).all():
             raise AudioError("features are not finite")
     except AudioError as err:

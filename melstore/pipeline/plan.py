@@ -22,6 +22,7 @@ from melstore.pipeline.manifest import (
     manifest_from_listing,
     metadata_csv,
 )
+from melstore.pipeline.memory import clip_arrays_mb, job_memory_mb, longest_seconds
 from melstore.pipeline.shards import SHARD_DIGEST_CHARS, assign_shards
 from melstore.store.format import Storage
 
@@ -141,6 +142,21 @@ class Plan:
         parts = [self.feature_sets[feature_set].to_dict(), self.storage[feature_set].to_dict()]
         digest.update(json.dumps([*parts, *settings], sort_keys=True).encode())
         return f"{shard}-{digest.hexdigest()[:SHARD_DIGEST_CHARS]}.h5"
+
+    def longest_seconds(self, rows: list[int]) -> float:
+        """The longest duration of the files of manifest ``rows`` (:func:`longest_seconds`)."""
+        paths = self._columns["path"][rows].tolist()
+        return longest_seconds(self.root, paths, self.manifest.file_stats[rows, 0].tolist())
+
+    def extract_mem_mb(self, feature_set: str, shard: str, *, threads: int) -> int:
+        """What the extraction job of ``shard`` asks for (``mem_mb``), from its longest file.
+
+        Only a variable-length set reads headers: a fixed-length clip has its duration.
+        """
+        params, rows = self.feature_sets[feature_set], self.shards[shard]
+        seconds = self.longest_seconds(rows) if params.duration is None else 0.0
+        worker = clip_arrays_mb(params, seconds=seconds)
+        return job_memory_mb(worker, threads=threads, shard_clips=len(rows))
 
     def generated_files(self) -> list[str]:
         """Files the demo generator writes (its metadata CSV first), if the root is the demo's."""

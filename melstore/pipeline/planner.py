@@ -29,6 +29,7 @@ from melstore.features.audio import file_checksum, read_header
 from melstore.features.extractor import FeatureExtractor, Frontend
 from melstore.pipeline import demo
 from melstore.pipeline.jobs import EXTRACT_THREADS
+from melstore.pipeline.memory import clip_arrays_mb, job_memory_mb
 from melstore.pipeline.plan import Plan
 from melstore.pipeline.runtime import pin_threads, retain_freed_memory
 from melstore.store.format import ChunkEncoder
@@ -55,9 +56,6 @@ GATHER_SECONDS_PER_CLIP = 25e-6  # its tables and statistics, per clip
 METADATA_BYTES_PER_CLIP = 200  # a stored clip's rows of the index's tables
 SHARD_TABLE_BYTES_PER_CLIP = 170  # its row of its shard file's table, besides its moments
 STORE_FIXED_BYTES = 40_000  # an index's or a shard file's HDF5 structure, besides its front end
-JOB_BASE_MB = 160  # an extraction job's parent process
-WORKER_BASE_MB = 75  # a forked worker, before its clip's arrays
-RECORD_BYTES_PER_CLIP = 1200  # the parent's index of the clips of its previous shard files
 SLOW_READ_MS = 1.0  # a file read slower than this is not from the page cache
 GATHER_BASE_MB = 150  # the gather's process
 GATHER_MB_PER_CLIP = 0.5e-3  # its tables and index, per clip of the dataset
@@ -95,7 +93,7 @@ class SetPrediction:
     mem_mb: int
     cpu_ms_per_clip: float  # per file of the dataset, over its groups
     bytes_per_clip: float  # of features, per stored clip
-    worker_peak_mb: float  # the largest sampled clip's arrays in a worker
+    worker_peak_mb: float  # the largest sampled clip's arrays, or the longest file's (variable)
     gather_seconds: float
 
 
@@ -314,6 +312,9 @@ def predict(
     unseen = np.random.default_rng().choice(len(usable), min(READ_SAMPLE, len(usable)), False)
     read_seconds = _read_seconds(plan.root, [usable[i] for i in unseen], threads=job_threads(cores))
     order = _round_robin(members)[: max(timed_sample, len(members))]
+    variable = any(params.duration is None for params in plan.feature_sets.values())
+    # a variable-length set's memory follows its longest file, which a sample may miss
+    longest = plan.longest_seconds(list(range(len(plan.manifest.table)))) if variable else 0.0
     feature_sets = {
         name: _predict_set(
             plan,
@@ -322,6 +323,7 @@ def predict(
             n_files=len(usable),
             read_per_file=read_seconds,
             cores=cores,
+            longest_seconds=longest,
         )
         for name in plan.feature_sets
     }
@@ -503,10 +505,25 @@ def _sample_set(
 
 
 def _predict_set(
-    plan: Plan, name: str, sample: SetSample, *, n_files: int, read_per_file: float, cores: int
+    plan: Plan,
+    name: str,
+    sample: SetSample,
+    *,
+    n_files: int,
+    read_per_file: float,
+    cores: int,
+    longest_seconds: float,
 ) -> SetPrediction:
-    """Feature set ``name``'s jobs scheduled on ``cores``, its store's bytes and its memory."""
+    """Feature set ``name``'s jobs scheduled on ``cores``, its store's bytes and its memory.
+
+    A worker's memory is the sampled clips' largest, or for a variable-length
+    set its longest file's (:func:`clip_arrays_mb`) when that is larger.
+    """
     threads = job_threads(cores)
+    params = plan.feature_sets[name]
+    worker_peak_mb = sample.worker_peak_mb
+    if params.duration is None:
+        worker_peak_mb = max(worker_peak_mb, clip_arrays_mb(params, seconds=longest_seconds))
     shard_clips = [len(rows) for rows in plan.shards.values()]
     # a read served by the page cache is in the sampled CPU time; a slower one waits on the disk
     disk_wait = read_per_file if read_per_file * 1e3 > SLOW_READ_MS else 0.0
@@ -527,18 +544,12 @@ def _predict_set(
         jobs=len(shard_clips),
         store_bytes=int((1 + len(shard_clips)) * sample.fixed_bytes + stored_clips * per_clip),
         precision_db=plan.storage[name].precision_db,
-        mem_mb=job_memory_mb(sample.worker_peak_mb, threads=threads, shard_clips=max(shard_clips)),
+        mem_mb=job_memory_mb(worker_peak_mb, threads=threads, shard_clips=max(shard_clips)),
         cpu_ms_per_clip=sample.cpu_per_file * 1e3,
         bytes_per_clip=sample.bytes_per_clip,
-        worker_peak_mb=sample.worker_peak_mb,
+        worker_peak_mb=worker_peak_mb,
         gather_seconds=gather,
     )
-
-
-def job_memory_mb(worker_peak_mb: float, *, threads: int, shard_clips: int) -> int:
-    """An extraction job's memory: its parent with the shard's index, and its workers."""
-    parent = JOB_BASE_MB + shard_clips * RECORD_BYTES_PER_CLIP / 1e6
-    return int(math.ceil(parent + threads * (WORKER_BASE_MB + worker_peak_mb)))
 
 
 def _headroom_mb(mem_mb: float) -> int:

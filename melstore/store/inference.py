@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from melstore.errors import AudioError, MelstoreError, VersionWarning
-from melstore.features.audio import decode, downmix
-from melstore.features.extractor import FeatureExtractor, FeatureParams, Frontend
+from melstore.features.audio import downmix
+from melstore.features.extractor import ClipFeatures, FeatureExtractor, FeatureParams, Frontend
+from melstore.features.streaming import file_features
 from melstore.store.format import Storage, describe_version_changes, version_changes
 from melstore.store.reader import Store
 
@@ -134,10 +135,10 @@ class Extractor:
             One line naming the file and why it cannot be used.
         """
         try:
-            y, info = decode(path, max_duration=self._compute.params.duration)
+            computed = file_features(self._compute, path)
         except AudioError as err:
             raise AudioError(f"{path}: {err}") from None
-        return self._features(y, sr=info.sample_rate, name=str(path))
+        return self._stored(computed.clip, name=str(path))
 
     def from_array(self, samples: np.ndarray, *, sr: int) -> np.ndarray:
         """The features of audio samples, as :meth:`from_file` gives them for a file of them.
@@ -168,7 +169,7 @@ class Extractor:
             If ``samples`` hold no frames, or NaN or Inf.
         """
         y = self._mono(np.asarray(samples), sr=sr)
-        return self._features(y, sr=int(sr), name=SAMPLES)
+        return self._stored(self._compute(y, sr=int(sr)), name=SAMPLES)
 
     def _mono(self, samples: np.ndarray, *, sr: int) -> np.ndarray:
         """The samples as decode gives a file's: cut to the duration, float32, downmixed."""
@@ -195,9 +196,8 @@ class Extractor:
             raise AudioError(f"{SAMPLES}: non-finite samples (NaN or Inf)")
         return downmix(frames)
 
-    def _features(self, y: np.ndarray, *, sr: int, name: str) -> np.ndarray:
-        """The build's computation of one clip (compute_clip), then the store's rounding."""
-        clip = self._compute(y, sr=sr)
+    def _stored(self, clip: ClipFeatures, *, name: str) -> np.ndarray:
+        """A clip's features as the build stores them (compute_clip): checked finite, rounded."""
         if not np.isfinite(clip.features).all():
             raise AudioError(f"{name}: features are not finite")
         if not self.rounded:

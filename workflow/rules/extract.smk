@@ -12,7 +12,10 @@ rule extract:
         "../../envs/melstore.yaml"
     threads: EXTRACT_THREADS
     resources:
-        mem_mb=lambda wildcards, threads: 100 + 100 * threads,
+        # a variable-length set's job asks for its longest file's features
+        mem_mb=lambda wildcards, threads: plan.extract_mem_mb(
+            wildcards.featureset, wildcards.shard, threads=threads
+        ),
     params:
         entries=lambda wildcards: plan.shard_entries(wildcards.shard),
         store=lambda wildcards: store_path(wildcards.featureset),
