@@ -76,7 +76,7 @@ def stream_features(
 ) -> FileFeatures:
     """``extractor(*decode(source, max_duration=...))``, reading ``block_seconds`` at a time.
 
-    Memory is a few times that of the features (their power, then its log),
+    Memory is about twice that of the features (their power, then its log),
     and a block of audio and its frames, whatever the length of the file (see
     the module's docstring).
 
