@@ -26,8 +26,8 @@ import numpy as np
 STATS_GROUP = "stats"
 # A shard's group holding the moments of each of its clips, in row order.
 MOMENTS_GROUP = "moments"
-# A shard keeps its clips' means and M2 in float32, the precision of the features themselves:
-# half the bytes of float64 (at 64 bins, 0.5 kB of a 11 kB clip). They are pooled in float64.
+# A shard keeps its clips' means and M2 in float32, the precision of the features themselves,
+# in half the bytes of float64 (docs/design.md). They are pooled in float64.
 CLIP_MOMENTS_DTYPE = np.float32
 
 
