@@ -71,16 +71,17 @@ def test_demo_through_slurm_matches_a_local_build_byte_for_byte(tmp_path):
     for store in STORES:
         assert sha256(on_slurm / store) == sha256(local / store), store
 
-    # Extraction and gather went through sbatch; SLURM knows every job as completed.
+    # Extraction, the manifest and gather went through sbatch; SLURM knows every job completed.
     submitted = re.findall(r"submitted with SLURM jobid (\d+)", result.stderr)
     shards = list((on_slurm / "logs/demo/extract").glob("*/*.log"))  # a log per shard job
-    assert len(submitted) == len(shards) + len(STORES)
+    assert (on_slurm / "logs/demo/manifest.log").exists()  # one manifest job for the dataset
+    assert len(submitted) == len(shards) + 1 + len(STORES)
     assert len(shards) >= 4
     assert set(slurm_states(submitted).values()) == {"COMPLETED"}
 
     # Per-job logs: the rule's own under logs/demo, SLURM's stdout under logs/slurm.
     for job_id in submitted:
-        assert list((on_slurm / "logs/slurm").glob(f"rule_*/*/{job_id}.log")), job_id
+        assert list((on_slurm / "logs/slurm").glob(f"rule_*/**/{job_id}.log")), job_id
     extract_logs = list((on_slurm / "logs/demo/extract").glob("*/*.log"))
     assert len(extract_logs) == len(shards)
     assert all("HDF5_USE_FILE_LOCKING=FALSE" in log.read_text() for log in extract_logs)
